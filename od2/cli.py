@@ -1,0 +1,138 @@
+"""The ``od2`` command line: ``od2 train | eval | eval-json``.
+
+Every command that takes ``--config FILE`` also takes trailing ``KEY=VALUE`` overrides, e.g.
+``od2 train --config configs/digits/retinanet_lite0.yaml SOLVER.MAX_ITER=200 OUTPUT_DIR=output/try``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from pathlib import Path
+
+from od2.config import ConfigError, load_config
+
+logger = logging.getLogger("od2")
+
+EPILOG = """examples:
+  od2 train --config configs/digits/retinanet_lite0.yaml
+  od2 train --config configs/digits/retinanet_lite0.yaml --resume          # continue an interrupted run
+  torchrun --nproc_per_node=4 -m od2.cli train --config configs/coco/RetinaNet-GN.yaml
+  od2 eval --config configs/digits/retinanet_lite0.yaml --weights output/digits/model_final.pth --vis 8
+  od2 eval-json --gt annotations.json --dt detections.json
+Config keys are documented in docs/config.md; any of them can be overridden as KEY=VALUE."""
+
+
+def _add_config_args(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--config", required=True, help="YAML config file (may use _BASE_ inheritance)")
+    parser.add_argument("opts", nargs="*", metavar="KEY=VALUE",
+                        help="config overrides, e.g. SOLVER.BASE_LR=0.01 MODEL.DEVICE=cpu")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="od2", description="od2: config-driven RetinaNet object detection.",
+                                     epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    train = sub.add_parser("train", help="train a model from a config (CPU, GPU or torchrun)",
+                           description="Train for SOLVER.MAX_ITER iterations; checkpoints, metrics.jsonl, "
+                                       "TensorBoard logs and config.yaml go to OUTPUT_DIR.")
+    _add_config_args(train)
+    train.add_argument("--resume", action="store_true",
+                       help="continue from OUTPUT_DIR/last_checkpoint (model, optimizer, iteration, RNG, data order)")
+
+    evaluate = sub.add_parser("eval", help="COCO-evaluate weights on DATASETS.TEST",
+                              description="Run inference on DATASETS.TEST[0], print the COCO AP/AR table and "
+                                          "seconds per image, write OUTPUT_DIR/eval/coco_summary.json.")
+    _add_config_args(evaluate)
+    evaluate.add_argument("--weights", help="checkpoint to evaluate (default: MODEL.WEIGHTS, else "
+                                            "OUTPUT_DIR/model_final.pth)")
+    evaluate.add_argument("--vis", type=int, default=0, metavar="N",
+                          help="also draw predictions on the first N test images to OUTPUT_DIR/eval/predictions.png")
+    evaluate.add_argument("--vis-thresh", type=float, default=0.3, help="score threshold for --vis (default 0.3)")
+
+    eval_json = sub.add_parser("eval-json", help="score a COCO results file against a COCO ground-truth file")
+    eval_json.add_argument("--gt", required=True, help="COCO-format ground truth json")
+    eval_json.add_argument("--dt", required=True, help="COCO results json (list of image_id, category_id, bbox, score)")
+    eval_json.add_argument("--out", help="write the summary json here")
+    return parser
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    from od2.engine import distributed as dist
+    from od2.engine.setup import setup_logging
+    from od2.engine.trainer import Trainer
+
+    cfg = load_config(args.config, args.opts)
+    setup_logging(cfg.OUTPUT_DIR, dist_rank_from_env())
+    logger.info("config %s with overrides %s", args.config, args.opts)
+    trainer = Trainer(cfg)
+    try:
+        trainer.train(resume=args.resume)
+    finally:
+        dist.cleanup()
+    return 0
+
+
+def cmd_eval(args: argparse.Namespace) -> int:
+    from od2.data.setup import load_datasets
+    from od2.engine import distributed as dist
+    from od2.engine.checkpoint import load_model_weights
+    from od2.engine.setup import resolve_device, setup_logging
+    from od2.evaluation.evaluate import evaluate_model
+    from od2.modeling.build import build_model
+
+    cfg = load_config(args.config, args.opts)
+    setup_logging(None, dist_rank_from_env())
+    device = dist.init_distributed(resolve_device(cfg.MODEL.DEVICE).type)
+    weights = args.weights or cfg.MODEL.WEIGHTS or str(Path(cfg.OUTPUT_DIR) / "model_final.pth")
+    dataset = cfg.DATASETS.TEST[0] if cfg.DATASETS.TEST else None
+    if dataset is None:
+        raise ConfigError(f"{args.config}: DATASETS.TEST is empty; name the dataset to evaluate on")
+    info = load_datasets([dataset], cfg)
+    model = build_model(cfg, len(info.class_names)).to(device)
+    load_model_weights(model, weights)
+    out_dir = Path(cfg.OUTPUT_DIR) / "eval"
+    try:
+        evaluate_model(cfg, model, device, dataset, out_dir)
+        if args.vis and dist.is_main_process():
+            from od2.utils.visualize import draw_dataset_predictions
+            path = draw_dataset_predictions(info, out_dir / "detections.json", out_dir / "predictions.png",
+                                            num_images=args.vis, score_thresh=args.vis_thresh)
+            print(f"predictions drawn on {args.vis} images: {path}")
+    finally:
+        dist.cleanup()
+    return 0
+
+
+def cmd_eval_json(args: argparse.Namespace) -> int:
+    from od2.evaluation.coco_evaluator import evaluate_json_files, write_summary_json
+
+    summary = evaluate_json_files(args.gt, args.dt)
+    print(summary.table())
+    print(f"evaluator time: {summary.eval_seconds:.2f} s")
+    if args.out:
+        write_summary_json(summary, args.out)
+    return 0
+
+
+def dist_rank_from_env() -> int:
+    import os
+    return int(os.environ.get("RANK", "0"))
+
+
+COMMANDS = {"train": cmd_train, "eval": cmd_eval, "eval-json": cmd_eval_json}
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return COMMANDS[args.command](args)
+    except (ConfigError, FileNotFoundError) as exc:
+        print(f"od2 {args.command}: error: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

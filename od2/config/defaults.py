@@ -1,0 +1,101 @@
+"""Typed defaults for every od2 config key.
+
+The type of each default is the type a config file may give the key: an int default accepts ints, a float
+default accepts ints and floats, a list/tuple default accepts a list (its items checked against the
+default's first item when there is one). Key names follow detectron2 and the original object_detection2
+(see ../../README.md "Config keys" and docs/config.md for what each one means).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+# Anchor sizes of the log: 32 * 2^(k/3) per level, P3..P7 (original-spec §3.5).
+LOG_ANCHOR_SIZES = [[round(32 * 2 ** (level + k / 3), 3) for k in range(3)] for level in range(5)]
+
+DEFAULTS: dict[str, Any] = {
+    "MODEL": {
+        "META_ARCHITECTURE": "RetinaNet",
+        "DEVICE": "auto",
+        "WEIGHTS": "",
+        "PIXEL_MEAN": [],
+        "PIXEL_STD": [],
+        "BACKBONE": {
+            "NAME": "resnet",
+            "FREEZE_AT": 0,
+            "NORM": "FrozenBN",
+            "PRETRAINED": False,
+        },
+        "RESNETS": {"DEPTH": 50},
+        "FPN": {
+            "IN_FEATURES": ["C3", "C4", "C5"],
+            "OUT_CHANNELS": 256,
+            "NORM": "",
+            "ACTIVATION_FN": "relu",
+            "TOP_BLOCK_IN": "C5",
+        },
+        "ANCHOR_GENERATOR": {
+            "SIZES": LOG_ANCHOR_SIZES,
+            "ASPECT_RATIOS": [[0.5, 1.0, 2.0]],
+        },
+        "RETINANET": {
+            "NUM_CLASSES": 0,
+            "IN_FEATURES": ["P3", "P4", "P5", "P6", "P7"],
+            "NUM_CONVS": 4,
+            "NORM": "",
+            "ACTIVATION_FN": "relu",
+            "IOU_THRESHOLDS": [0.4, 0.5],
+            "ALLOW_LOW_QUALITY_MATCHES": True,
+            "PRIOR_PROB": 0.01,
+            "FOCAL_LOSS_ALPHA": 0.25,
+            "FOCAL_LOSS_GAMMA": 2.0,
+            "SMOOTH_L1_LOSS_BETA": 1.0,
+            "BBOX_REG_LOSS_TYPE": "smooth_l1",
+            "BBOX_REG_WEIGHTS": [1.0, 1.0, 1.0, 1.0],
+            "BOX_REG_LOSS_SCALE": 1.0,
+            "SCORE_THRESH_TEST": 0.05,
+            "TOPK_CANDIDATES_TEST": 1000,
+            "NMS_THRESH_TEST": 0.5,
+        },
+    },
+    "INPUT": {
+        "MIN_SIZE_TRAIN": [512, 544, 576, 608, 640],
+        "MAX_SIZE_TRAIN": 800,
+        "MIN_SIZE_TEST": 576,
+        "MAX_SIZE_TEST": 1333,
+        "RANDOM_FLIP": 0.5,
+        "SIZE_DIVISIBILITY": 32,
+    },
+    "DATASETS": {
+        "TRAIN": ["coco_2014_train"],
+        "TEST": ["coco_2014_minival"],
+        "ROOT": "",
+    },
+    "DATALOADER": {
+        "NUM_WORKERS": 2,
+        "ASPECT_RATIO_GROUPING": True,
+    },
+    "SOLVER": {
+        "IMS_PER_BATCH": 4,
+        "BASE_LR": 0.02,
+        "MOMENTUM": 0.9,
+        "WEIGHT_DECAY": 1e-4,
+        "LR_DECAY_TYPE": "piecewise",
+        "STEPS": [80000, 100000],
+        "GAMMA": 0.1,
+        "MAX_ITER": 120000,
+        "MIN_LR": 1e-6,
+        "WARMUP_ITERS": 1000,
+        "WARMUP_FACTOR": 0.0,
+        "CLIP_NORM": 32.0,
+        "CHECKPOINT_PERIOD": 5000,
+    },
+    "TEST": {
+        "EVAL_PERIOD": 0,
+        "DETECTIONS_PER_IMAGE": 100,
+        "IMS_PER_BATCH": 1,
+    },
+    "OUTPUT_DIR": "./output",
+    "SEED": 42,
+    "LOG_PERIOD": 20,
+}

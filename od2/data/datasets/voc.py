@@ -1,0 +1,236 @@
+"""Load a Pascal VOC style dataset (``Annotations/*.xml``, ``JPEGImages/``, ``ImageSets/Main/*.txt``)."""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import os
+import xml.etree.ElementTree as ET
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from PIL import Image
+
+from od2.data.records import DatasetInfo, ImageRecord, clean_boxes, make_record
+
+__all__ = ["load_voc"]
+
+logger = logging.getLogger(__name__)
+
+
+@dataclasses.dataclass(frozen=True)
+class _VocAnnotation:
+    """The parts of one VOC xml file od2 uses.
+
+    Attributes:
+        filename: the ``<filename>`` entry ("" when absent).
+        width, height: the ``<size>`` entry (0 when absent).
+        names: [N] object class names.
+        boxes: float64 [N, 4] ``xmin, ymin, xmax, ymax`` as written (1-based, inclusive).
+        difficult: bool [N].
+    """
+
+    filename: str
+    width: int
+    height: int
+    names: list[str]
+    boxes: np.ndarray
+    difficult: np.ndarray
+
+
+def load_voc(
+    voc_root: str | os.PathLike,
+    split: str,
+    class_names: Sequence[str] | None = None,
+    name: str | None = None,
+) -> DatasetInfo:
+    """Read one split of a VOC-layout dataset.
+
+    Layout: ``{voc_root}/ImageSets/Main/{split}.txt`` lists image ids; ``Annotations/{id}.xml``
+    holds the boxes; the image is ``JPEGImages/{id}`` plus the suffix of the xml's
+    ``<filename>`` (``.jpg`` when absent).
+
+    Coordinates: VOC pixel indices are 1-based and inclusive. Like detectron2, ``xmin - 1`` and
+    ``ymin - 1`` become the XYXY minimum and ``xmax``, ``ymax`` are kept, so a box covering pixels
+    1..10 spans ``[0, 10)``. A box with ``xmax <= xmin`` or ``ymax <= ymin`` as written (a click,
+    not a drawn box; BCCD has two) is dropped and counted in ``skipped["degenerate_box"]``, as is
+    one left with no area after clipping; boxes reaching outside the image are clipped and
+    counted in ``skipped["clipped_box"]``. ``difficult`` objects are kept with ``iscrowd=True``,
+    so COCO evaluation ignores detections matched to them, as VOC evaluation does.
+
+    Class names: ``class_names`` if given (label = position), else the sorted set of names in
+    all xml files under ``Annotations/``, so every split of a dataset gets the same labels.
+    Image ids in ``coco_gt`` are 1-based positions in the split file; category ids are ``1..K``.
+
+    Args:
+        name: dataset name; default ``"{voc_root folder name}_{split}"``.
+
+    Raises:
+        FileNotFoundError: the split file or an xml file listed in it is missing.
+        ValueError: an xml file is malformed, lacks a required element, or (when ``class_names``
+            is given) names an unknown class. The message names the file.
+    """
+    voc_root = Path(voc_root)
+    name = name if name is not None else f"{voc_root.name}_{split}"
+    image_ids = _read_split(voc_root, split)
+    ann_dir = voc_root / "Annotations"
+    parsed: dict[str, _VocAnnotation] = {}
+    if class_names is None:
+        parsed = {p.stem: _parse_xml(p) for p in sorted(ann_dir.glob("*.xml"))}
+        class_names = sorted({n for ann in parsed.values() for n in ann.names})
+    class_names = list(class_names)
+    label_of = {n: k for k, n in enumerate(class_names)}
+
+    records: list[ImageRecord] = []
+    skipped = {"clipped_box": 0, "degenerate_box": 0}
+    for image_id, stem in enumerate(image_ids, start=1):
+        xml_file = ann_dir / f"{stem}.xml"
+        ann = parsed[stem] if stem in parsed else _parse_xml(xml_file)
+        record, num_clipped, num_degenerate = _make_voc_record(
+            voc_root, stem, image_id, ann, xml_file, label_of
+        )
+        records.append(record)
+        skipped["clipped_box"] += num_clipped
+        skipped["degenerate_box"] += num_degenerate
+
+    logger.info(
+        "%s: %d images, %d boxes, %d classes from %s; clipped %d boxes, dropped %d degenerate",
+        name,
+        len(records),
+        sum(len(r["boxes"]) for r in records),
+        len(class_names),
+        voc_root,
+        skipped["clipped_box"],
+        skipped["degenerate_box"],
+    )
+    return DatasetInfo(
+        name=name,
+        records=records,
+        class_names=class_names,
+        category_ids=list(range(1, len(class_names) + 1)),
+        coco_gt=_build_coco_gt(records, class_names),
+        skipped=skipped,
+    )
+
+
+def _read_split(voc_root: Path, split: str) -> list[str]:
+    """Image ids listed in ``ImageSets/Main/{split}.txt`` (one per line, blank lines ignored)."""
+    split_file = voc_root / "ImageSets" / "Main" / f"{split}.txt"
+    if not split_file.is_file():
+        available = sorted(p.stem for p in split_file.parent.glob("*.txt"))
+        raise FileNotFoundError(
+            f"VOC split {split!r} not found: expected {split_file} (splits present: {available or 'none'})"
+        )
+    # A line may carry a second column (VOC per-class files); the id is the first.
+    return [line.split()[0] for line in split_file.read_text().splitlines() if line.strip()]
+
+
+def _parse_xml(xml_file: Path) -> _VocAnnotation:
+    """Parse one VOC annotation file; errors name the file."""
+    try:
+        root = ET.parse(xml_file).getroot()
+    except ET.ParseError as e:
+        raise ValueError(f"{xml_file}: malformed XML ({e})") from e
+    names, boxes, difficult = [], [], []
+    for i, obj in enumerate(root.findall("object")):
+        where = f"object #{i}"
+        names.append(_text(obj, "name", xml_file, where).strip())
+        bndbox = obj.find("bndbox")
+        if bndbox is None:
+            raise ValueError(f"{xml_file}: {where} ({names[-1]!r}) has no <bndbox>")
+        boxes.append([_number(bndbox, k, xml_file, where) for k in ("xmin", "ymin", "xmax", "ymax")])
+        has_difficult = obj.find("difficult") is not None
+        difficult.append(has_difficult and _number(obj, "difficult", xml_file, where) != 0)
+    size = root.find("size")
+    return _VocAnnotation(
+        filename=(root.findtext("filename") or "").strip(),
+        width=int(_number(size, "width", xml_file, "<size>")) if size is not None else 0,
+        height=int(_number(size, "height", xml_file, "<size>")) if size is not None else 0,
+        names=names,
+        boxes=np.array(boxes, dtype=np.float64).reshape(-1, 4),
+        difficult=np.array(difficult, dtype=bool),
+    )
+
+
+def _text(element: ET.Element, tag: str, xml_file: Path, where: str) -> str:
+    """Text of the child ``tag`` of ``element``, or a ValueError naming the file."""
+    text = element.findtext(tag)
+    if text is None:
+        raise ValueError(f"{xml_file}: {where} has no <{tag}>")
+    return text
+
+
+def _number(element: ET.Element, tag: str, xml_file: Path, where: str) -> float:
+    """The child ``tag`` of ``element`` as a number, or a ValueError naming the file."""
+    text = _text(element, tag, xml_file, where)
+    try:
+        return float(text)
+    except ValueError as e:
+        raise ValueError(f"{xml_file}: {where} <{tag}> is {text!r}, not a number") from e
+
+
+def _make_voc_record(
+    voc_root: Path,
+    stem: str,
+    image_id: int,
+    ann: _VocAnnotation,
+    xml_file: Path,
+    label_of: dict[str, int],
+) -> tuple[ImageRecord, int, int]:
+    """Convert one parsed xml to a record; returns ``(record, num_clipped, num_degenerate)``."""
+    unknown = [n for n in ann.names if n not in label_of]
+    if unknown:
+        raise ValueError(f"{xml_file}: class name {unknown[0]!r} is not in class_names {list(label_of)}")
+    suffix = Path(ann.filename).suffix or ".jpg"
+    file_name = os.path.abspath(voc_root / "JPEGImages" / f"{stem}{suffix}")
+    width, height = ann.width, ann.height
+    if width <= 0 or height <= 0:
+        # Some VOC-style exports write <size> as 0 or leave it out; the image header has it.
+        with Image.open(file_name) as im:
+            width, height = im.size
+
+    raw = ann.boxes
+    drawn = (raw[:, 2] > raw[:, 0]) & (raw[:, 3] > raw[:, 1])
+    xyxy = raw[drawn] - np.array([1.0, 1.0, 0.0, 0.0])
+    cleaned = clean_boxes(xyxy, height, width, str(xml_file))
+    keep = np.flatnonzero(drawn)[cleaned.keep]
+    record = make_record(
+        file_name=file_name,
+        image_id=image_id,
+        height=height,
+        width=width,
+        boxes=cleaned.boxes,
+        labels=[label_of[ann.names[i]] for i in keep],
+        iscrowd=ann.difficult[keep],
+    )
+    return record, cleaned.num_clipped, int((~drawn).sum()) + cleaned.num_degenerate
+
+
+def _build_coco_gt(records: list[ImageRecord], class_names: list[str]) -> dict[str, Any]:
+    """COCO ground truth for the records: category ids ``1..K``, ``area`` = box area."""
+    images, annotations = [], []
+    for r in records:
+        images.append(
+            {
+                "id": r["image_id"],
+                "file_name": os.path.basename(r["file_name"]),
+                "height": r["height"],
+                "width": r["width"],
+            }
+        )
+        for box, label, crowd in zip(r["boxes"].tolist(), r["labels"].tolist(), r["iscrowd"].tolist()):
+            x1, y1, x2, y2 = box
+            annotations.append(
+                {
+                    "id": len(annotations) + 1,
+                    "image_id": r["image_id"],
+                    "category_id": label + 1,
+                    "bbox": [x1, y1, x2 - x1, y2 - y1],
+                    "area": (x2 - x1) * (y2 - y1),
+                    "iscrowd": int(crowd),
+                }
+            )
+    categories = [{"id": k + 1, "name": n} for k, n in enumerate(class_names)]
+    return {"images": images, "annotations": annotations, "categories": categories}

@@ -1,0 +1,238 @@
+"""Datasets, collation and data loaders producing the batch dict of docs/architecture.md.
+
+Determinism: a training draw's augmentation generator is ``np.random.default_rng([seed, AUGMENT_STREAM, n])`` with n
+the draw number from ``TrainBatchSampler``, so batches depend only on (records, config, seed, rank, world_size) and
+not on the number of workers or on which process ran a draw. Together with the sampler's ``start_iter`` this makes a
+resumed run see exactly the batches of an uninterrupted one. The loaders never touch the global torch, numpy or
+``random`` generators.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader, Dataset
+
+from od2.data.image_io import read_image
+from od2.data.samplers import TrainBatchSampler
+from od2.data.transforms import (
+    Compose,
+    RandomHorizontalFlip,
+    ResizeShortestEdge,
+    Sample,
+    Transform,
+    image_as_tensor,
+)
+
+__all__ = [
+    "AUGMENT_STREAM",
+    "DetectionDataset",
+    "build_test_loader",
+    "build_train_loader",
+    "collate_batch",
+]
+
+logger = logging.getLogger(__name__)
+
+# SeedSequence words after the seed: training augmentation per draw, test-time transforms per index
+# (the sampler's shuffles use SHUFFLE_STREAM = 0).
+AUGMENT_STREAM = 1
+TEST_STREAM = 2
+
+
+class DetectionDataset(Dataset):
+    """Reads and transforms ImageRecords.
+
+    Training datasets are indexed by ``(n, index)`` pairs from ``TrainBatchSampler`` (n seeds the augmentation);
+    test datasets by a record index.
+
+    Each item is a dict:
+        image       uint8 tensor [3, h, w] (possibly channels-last strided)
+        boxes       float32 tensor [N, 4], XYXY in resized-image pixels
+        labels      int64 tensor [N]
+        image_id    int
+        orig_size   (H, W) of the record
+        image_size  (h, w) after the transforms
+
+    Args:
+        records: ImageRecords (docs/architecture.md).
+        transforms: applied to every sample (e.g. a ``Compose``).
+        is_train: training indexing, and crowd removal if ``skip_crowd``.
+        seed: non-negative base seed of the augmentation streams.
+        skip_crowd: in training, drop ``iscrowd`` boxes before the transforms, as detectron2 does. False keeps them
+            as ordinary boxes, as the original's DATASETS.SKIP_CROWD_DURING_TRAINING=False did in several log rows.
+            Images left without boxes stay in the stream as negatives. Test items always keep every box.
+    """
+
+    def __init__(
+        self,
+        records: Sequence[dict],
+        transforms: Transform,
+        is_train: bool,
+        seed: int = 0,
+        skip_crowd: bool = True,
+    ) -> None:
+        if seed < 0:
+            raise ValueError(f"seed must be non-negative, got {seed}")
+        self.records = records
+        self.transforms = transforms
+        self.is_train = is_train
+        self.seed = seed
+        self.skip_crowd = skip_crowd
+
+    def __len__(self) -> int:
+        return len(self.records)
+
+    def _load(self, index: int) -> Sample:
+        """The record's image and boxes before transforms (crowd boxes removed if training with skip_crowd)."""
+        record = self.records[index]
+        image = read_image(record["file_name"], expected_size=(record["height"], record["width"]))
+        sample = Sample(image=image, boxes=record["boxes"], labels=record["labels"])
+        if self.is_train and self.skip_crowd:
+            sample = sample.select(~record["iscrowd"])
+        return sample
+
+    def __getitem__(self, key: int | tuple[int, int]) -> dict[str, Any]:
+        if self.is_train:
+            if not isinstance(key, tuple):
+                raise TypeError(
+                    f"a training DetectionDataset is indexed by (draw, index) pairs from TrainBatchSampler, got {key!r}"
+                )
+            draw, index = key
+            rng = np.random.default_rng([self.seed, AUGMENT_STREAM, draw])
+        else:
+            index = key
+            rng = np.random.default_rng([self.seed, TEST_STREAM, index])
+        record = self.records[index]
+        sample = self.transforms(self._load(index), rng)
+        return {
+            "image": image_as_tensor(sample.image).permute(2, 0, 1),
+            # Copies: the arrays may still be the record's own, which in-place edits downstream must not reach.
+            "boxes": torch.tensor(sample.boxes, dtype=torch.float32).reshape(-1, 4),
+            "labels": torch.tensor(sample.labels, dtype=torch.int64).reshape(-1),
+            "image_id": int(record["image_id"]),
+            "orig_size": (int(record["height"]), int(record["width"])),
+            "image_size": (sample.height, sample.width),
+        }
+
+
+def collate_batch(samples: Sequence[dict[str, Any]], size_divisibility: int = 32) -> dict[str, Any]:
+    """Stack dataset items into the batch dict of docs/architecture.md.
+
+    Images are zero-padded bottom/right to the batch's largest (h, w), each rounded up to a multiple of
+    ``size_divisibility`` (no rounding if it is 0 or 1).
+
+    Returns:
+        images uint8 [B, 3, H, W], image_sizes int64 [B, 2] (h, w), boxes list of float32 [Ni, 4],
+        labels list of int64 [Ni], image_ids list of int, orig_sizes int64 [B, 2] (H, W).
+    """
+    if not samples:
+        raise ValueError("cannot collate an empty batch")
+    image_sizes = torch.tensor([s["image_size"] for s in samples], dtype=torch.int64)
+    max_h, max_w = image_sizes.max(dim=0).values.tolist()
+    if size_divisibility > 1:
+        max_h = -(-max_h // size_divisibility) * size_divisibility
+        max_w = -(-max_w // size_divisibility) * size_divisibility
+    images = torch.zeros((len(samples), 3, max_h, max_w), dtype=torch.uint8)
+    for i, s in enumerate(samples):
+        h, w = s["image_size"]
+        images[i, :, :h, :w].copy_(s["image"])
+    return {
+        "images": images,
+        "image_sizes": image_sizes,
+        "boxes": [s["boxes"] for s in samples],
+        "labels": [s["labels"] for s in samples],
+        "image_ids": [s["image_id"] for s in samples],
+        "orig_sizes": torch.tensor([s["orig_size"] for s in samples], dtype=torch.int64),
+    }
+
+
+def _worker_init(worker_id: int) -> None:
+    """Keep each loader worker on one intra-op thread: the workers are the parallelism."""
+    torch.set_num_threads(1)
+
+
+def _data_loader(dataset: Dataset, num_workers: int, size_divisibility: int, **kwargs: Any) -> DataLoader:
+    return DataLoader(
+        dataset,
+        num_workers=num_workers,
+        collate_fn=functools.partial(collate_batch, size_divisibility=size_divisibility),
+        worker_init_fn=_worker_init if num_workers > 0 else None,
+        # A private generator: creating a loader iterator must not consume the global torch RNG (resume exactness).
+        generator=torch.Generator().manual_seed(0),
+        **kwargs,
+    )
+
+
+def build_train_loader(
+    records: Sequence[dict],
+    *,
+    min_sizes: Sequence[int],
+    max_size: int,
+    flip_prob: float,
+    batch_size: int,
+    num_workers: int,
+    seed: int,
+    rank: int = 0,
+    world_size: int = 1,
+    size_divisibility: int = 32,
+    start_iter: int = 0,
+    group_by_aspect_ratio: bool = True,
+    skip_crowd: bool = True,
+    pin_memory: bool = False,
+) -> DataLoader:
+    """Infinite training loader: ResizeShortestEdge(min_sizes, max_size) then RandomHorizontalFlip(flip_prob).
+
+    Yields batch dicts of ``batch_size`` images for this rank, starting at batch ``start_iter`` of the stream
+    described in ``od2.data.samplers``. Workers are persistent when ``num_workers > 0``.
+    """
+    transforms = Compose([ResizeShortestEdge(tuple(min_sizes), max_size), RandomHorizontalFlip(flip_prob)])
+    dataset = DetectionDataset(records, transforms, is_train=True, seed=seed, skip_crowd=skip_crowd)
+    sampler = TrainBatchSampler(
+        records,
+        batch_size,
+        seed,
+        rank=rank,
+        world_size=world_size,
+        group_by_aspect_ratio=group_by_aspect_ratio,
+        start_iter=start_iter,
+    )
+    logger.info(
+        "train loader: %d images, %d per batch, rank %d/%d, %d workers, starting at batch %d, %s",
+        len(records), batch_size, rank, world_size, num_workers, start_iter, transforms,
+    )
+    return _data_loader(
+        dataset,
+        num_workers,
+        size_divisibility,
+        batch_sampler=sampler,
+        persistent_workers=num_workers > 0,
+        pin_memory=pin_memory,
+    )
+
+
+def build_test_loader(
+    records: Sequence[dict],
+    *,
+    min_size: int,
+    max_size: int,
+    batch_size: int = 1,
+    num_workers: int,
+    rank: int = 0,
+    world_size: int = 1,
+    size_divisibility: int = 32,
+) -> DataLoader:
+    """Sequential loader over this rank's shard ``records[rank::world_size]``, resized with (min_size, max_size).
+
+    Every box (crowd included) is kept; nothing is random.
+    """
+    if not 0 <= rank < world_size:
+        raise ValueError(f"need 0 <= rank < world_size, got rank={rank}, world_size={world_size}")
+    transforms = Compose([ResizeShortestEdge((min_size,), max_size)])
+    dataset = DetectionDataset(records[rank::world_size], transforms, is_train=False)
+    return _data_loader(dataset, num_workers, size_divisibility, batch_size=batch_size, shuffle=False)

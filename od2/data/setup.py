@@ -1,0 +1,53 @@
+"""Config -> datasets and loaders (thin translations of INPUT/DATASETS/DATALOADER keys)."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import replace
+
+from od2.config import CfgNode
+from od2.engine import distributed as dist
+
+from .catalog import get_dataset
+from .loader import build_test_loader, build_train_loader
+from .records import DatasetInfo
+
+logger = logging.getLogger(__name__)
+
+
+def load_datasets(names: list[str], cfg: CfgNode) -> DatasetInfo:
+    """The named datasets (DATASETS.TRAIN may list several), concatenated; class lists must agree."""
+    if not names:
+        raise ValueError("DATASETS.TRAIN is empty: name at least one dataset (e.g. digits_train)")
+    infos = [get_dataset(name, cfg.DATASETS.ROOT or None) for name in names]
+    first = infos[0]
+    for info in infos[1:]:
+        if list(info.class_names) != list(first.class_names):
+            raise ValueError(f"datasets {first.name!r} and {info.name!r} have different classes: "
+                             f"{first.class_names} vs {info.class_names}")
+    merged = first if len(infos) == 1 else replace(first, name="+".join(names),
+                                                   records=[r for i in infos for r in i.records])
+    num_boxes = sum(len(r["boxes"]) for r in merged.records)
+    logger.info("dataset %s: %d images, %d boxes, %d classes", merged.name, len(merged.records), num_boxes,
+                len(merged.class_names))
+    return merged
+
+
+def build_train_loader_from_cfg(cfg: CfgNode, records: list[dict], start_iter: int = 0):
+    """The infinite, deterministic training loader of this rank, positioned at ``start_iter``."""
+    return build_train_loader(
+        records, min_sizes=tuple(cfg.INPUT.MIN_SIZE_TRAIN), max_size=cfg.INPUT.MAX_SIZE_TRAIN,
+        flip_prob=cfg.INPUT.RANDOM_FLIP, batch_size=cfg.SOLVER.IMS_PER_BATCH,
+        num_workers=cfg.DATALOADER.NUM_WORKERS, seed=cfg.SEED, rank=dist.get_rank(),
+        world_size=dist.get_world_size(), size_divisibility=cfg.INPUT.SIZE_DIVISIBILITY, start_iter=start_iter,
+        group_by_aspect_ratio=cfg.DATALOADER.ASPECT_RATIO_GROUPING,
+    )
+
+
+def build_test_loader_from_cfg(cfg: CfgNode, records: list[dict]):
+    """This rank's share of ``records``, resized to INPUT.MIN_SIZE_TEST / MAX_SIZE_TEST, in order."""
+    return build_test_loader(
+        records, min_size=cfg.INPUT.MIN_SIZE_TEST, max_size=cfg.INPUT.MAX_SIZE_TEST,
+        batch_size=cfg.TEST.IMS_PER_BATCH, num_workers=cfg.DATALOADER.NUM_WORKERS, rank=dist.get_rank(),
+        world_size=dist.get_world_size(), size_divisibility=cfg.INPUT.SIZE_DIVISIBILITY,
+    )

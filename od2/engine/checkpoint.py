@@ -1,0 +1,86 @@
+"""Checkpoints: written atomically (temp file + rename), read with ``weights_only=True``.
+
+A training checkpoint holds the model, the optimizer, the next iteration to run and the torch RNG
+states; the data order needs no state because the sampler is a pure function of (seed, iteration).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from pathlib import Path
+from typing import Any
+
+import torch
+
+logger = logging.getLogger(__name__)
+LAST_CHECKPOINT = "last_checkpoint"
+
+
+def atomic_torch_save(obj: Any, path: str | Path) -> None:
+    """Save so that a crash mid-write never leaves a truncated file at ``path``."""
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    torch.save(obj, tmp)
+    os.replace(tmp, path)
+
+
+def rng_state() -> dict[str, Any]:
+    state = {"torch": torch.get_rng_state()}
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def set_rng_state(state: dict[str, Any]) -> None:
+    torch.set_rng_state(state["torch"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def save_training_checkpoint(output_dir: str | Path, name: str, model: torch.nn.Module,
+                             optimizer: torch.optim.Optimizer, iteration: int, **extra: Any) -> Path:
+    """Write ``output_dir/name`` and point ``output_dir/last_checkpoint`` at it. Returns the path."""
+    path = Path(output_dir) / name
+    atomic_torch_save({"model": model.state_dict(), "optimizer": optimizer.state_dict(),
+                       "iteration": iteration, "rng": rng_state(), **extra}, path)
+    tmp = Path(output_dir) / f".{LAST_CHECKPOINT}.tmp"
+    tmp.write_text(name)
+    os.replace(tmp, Path(output_dir) / LAST_CHECKPOINT)
+    return path
+
+
+def last_checkpoint(output_dir: str | Path) -> Path | None:
+    """The checkpoint ``last_checkpoint`` names, or None when there is none."""
+    pointer = Path(output_dir) / LAST_CHECKPOINT
+    if not pointer.is_file():
+        return None
+    path = Path(output_dir) / pointer.read_text().strip()
+    return path if path.is_file() else None
+
+
+def load_checkpoint(path: str | Path) -> dict[str, Any]:
+    """A checkpoint dict; plain state_dicts (no "model" key) are wrapped as {"model": state_dict}."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"checkpoint not found: {path}")
+    try:
+        data = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # a truncated or foreign file: say which
+        raise RuntimeError(f"cannot read checkpoint {path}: {exc}") from exc
+    if not isinstance(data, dict):
+        raise RuntimeError(f"{path} does not hold a state_dict or an od2 checkpoint")
+    return data if "model" in data else {"model": data}
+
+
+def load_model_weights(model: torch.nn.Module, path: str | Path) -> None:
+    """Load the weights of a checkpoint or state_dict into ``model``, logging missing/unexpected keys."""
+    state = load_checkpoint(path)["model"]
+    result = model.load_state_dict(state, strict=False)
+    if result.missing_keys:
+        logger.warning("%s: %d model keys not in the file, e.g. %s", path, len(result.missing_keys),
+                       result.missing_keys[:5])
+    if result.unexpected_keys:
+        logger.warning("%s: %d keys in the file unused by the model, e.g. %s", path, len(result.unexpected_keys),
+                       result.unexpected_keys[:5])
+    logger.info("loaded weights from %s", path)

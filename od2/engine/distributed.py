@@ -1,0 +1,77 @@
+"""torch.distributed helpers for runs under ``torchrun`` (NCCL on GPU, gloo on CPU).
+
+Outside torchrun every helper degrades to the single-process answer.
+"""
+
+from __future__ import annotations
+
+import datetime
+import os
+from typing import Any
+
+import torch
+import torch.distributed as dist
+
+
+def is_distributed() -> bool:
+    return dist.is_available() and dist.is_initialized()
+
+
+def get_rank() -> int:
+    return dist.get_rank() if is_distributed() else 0
+
+
+def get_world_size() -> int:
+    return dist.get_world_size() if is_distributed() else 1
+
+
+def is_main_process() -> bool:
+    return get_rank() == 0
+
+
+def init_distributed(device_type: str, timeout_minutes: int = 30) -> torch.device:
+    """Join the process group torchrun describes (if any) and return this process's device.
+
+    ``device_type`` is "cuda" or "cpu"; with CUDA each process takes GPU ``LOCAL_RANK``.
+    """
+    world_size = int(os.environ.get("WORLD_SIZE", "1"))
+    local_rank = int(os.environ.get("LOCAL_RANK", "0"))
+    if device_type == "cuda":
+        torch.cuda.set_device(local_rank)
+        device = torch.device("cuda", local_rank)
+    else:
+        device = torch.device("cpu")
+    if world_size > 1 and not is_distributed():
+        backend = "nccl" if device_type == "cuda" else "gloo"
+        kwargs = {"device_id": device} if device_type == "cuda" else {}
+        dist.init_process_group(backend, timeout=datetime.timedelta(minutes=timeout_minutes), **kwargs)
+    return device
+
+
+def barrier() -> None:
+    if is_distributed():
+        dist.barrier()
+
+
+def all_gather_objects(obj: Any) -> list[Any]:
+    """Every rank's ``obj`` in rank order (picklable objects; used to gather detections for evaluation)."""
+    if not is_distributed():
+        return [obj]
+    gathered: list[Any] = [None] * get_world_size()
+    dist.all_gather_object(gathered, obj)
+    return gathered
+
+
+def reduce_mean(values: dict[str, torch.Tensor]) -> dict[str, float]:
+    """Average scalar tensors over ranks (one collective for the whole dict) and return floats."""
+    names = sorted(values)
+    stacked = torch.stack([values[n].detach().float() for n in names])
+    if is_distributed():
+        dist.all_reduce(stacked)
+        stacked /= get_world_size()
+    return dict(zip(names, stacked.tolist()))
+
+
+def cleanup() -> None:
+    if is_distributed():
+        dist.destroy_process_group()

@@ -1,0 +1,47 @@
+"""Evaluate a model on a catalog dataset: inference, COCO metrics, summary files, a picture."""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+
+import torch
+
+from od2.config import CfgNode
+from od2.data.setup import build_test_loader_from_cfg, load_datasets
+from od2.engine import distributed as dist
+
+from .coco_evaluator import CocoEvaluator, write_summary_json
+from .inference import run_inference
+
+logger = logging.getLogger(__name__)
+
+
+def evaluate_model(cfg: CfgNode, model: torch.nn.Module, device: torch.device, dataset_name: str,
+                   out_dir: str | Path, quiet: bool = False) -> dict | None:
+    """COCO evaluation of ``model`` on ``dataset_name``.
+
+    Writes ``out_dir/coco_summary.json`` (AP..ARl fractions, s_per_img, num_images) and
+    ``out_dir/detections.json`` (COCO results) on rank 0, prints the 12-line table unless ``quiet``, and
+    returns the summary dict on rank 0 (None on the other ranks).
+    """
+    info = load_datasets([dataset_name], cfg)
+    loader = build_test_loader_from_cfg(cfg, info.records)
+    result = run_inference(model, loader, device, list(info.category_ids), progress=not quiet)
+    if not dist.is_main_process():
+        return None
+    summary = CocoEvaluator(info.coco_gt).evaluate(result.detections)
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    (out_dir / "detections.json").write_text(json.dumps(result.detections))
+    extra = {"s_per_img": round(result.seconds_per_image, 5), "num_images": result.num_images,
+             "eval_seconds": round(summary.eval_seconds, 3), "dataset": dataset_name}
+    write_summary_json(summary, out_dir / "coco_summary.json", **extra)
+    if not quiet:
+        print(f"COCO bbox evaluation of {dataset_name} ({result.num_images} images, {len(result.detections)} "
+              f"detections):")
+        print(summary.table())
+        print(f"model time: {result.seconds_per_image:.4f} s/img on {device} | evaluator time: "
+              f"{summary.eval_seconds:.2f} s")
+    return {**summary.as_dict(), **extra}

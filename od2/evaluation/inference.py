@@ -1,0 +1,78 @@
+"""Run a model over a test loader and collect COCO-format detections (gathered from every rank)."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+
+import torch
+from tqdm import tqdm
+
+from od2.engine import distributed as dist
+
+
+@dataclass
+class InferenceResult:
+    detections: list[dict]  # COCO results format, original-image pixels, every rank's images
+    num_images: int
+    model_seconds: float  # summed forward + postprocess time over all images (after warm-up), all ranks
+    timed_images: int
+
+    @property
+    def seconds_per_image(self) -> float:
+        return self.model_seconds / max(self.timed_images, 1)
+
+
+def to_coco_results(result: dict[str, torch.Tensor], image_id: int, scale_yx: tuple[float, float],
+                    category_ids: list[int]) -> list[dict]:
+    """One image's detections (resized-image XYXY) -> COCO results (original-image XYWH)."""
+    sy, sx = scale_yx
+    boxes = result["boxes"].float().cpu() * torch.tensor([sx, sy, sx, sy])
+    xywh = torch.cat([boxes[:, :2], boxes[:, 2:] - boxes[:, :2]], dim=1).tolist()
+    scores = result["scores"].float().cpu().tolist()
+    labels = result["labels"].cpu().tolist()
+    return [{"image_id": image_id, "category_id": category_ids[label], "bbox": [round(v, 3) for v in box],
+             "score": round(score, 5)} for box, score, label in zip(xywh, scores, labels)]
+
+
+@torch.no_grad()
+def run_inference(model: torch.nn.Module, loader, device: torch.device, category_ids: list[int],
+                  warmup_batches: int = 2, progress: bool = True) -> InferenceResult:
+    """Detections for every image of ``loader`` (this rank's shard), then gathered over ranks.
+
+    The model time covers host-to-device copy, forward and postprocess, with the device synchronised,
+    and skips the first ``warmup_batches`` batches (allocator and kernel warm-up).
+    """
+    was_training = model.training
+    model.eval()
+    detections: list[dict] = []
+    seconds, timed, count = 0.0, 0, 0
+    bar = tqdm(loader, desc="inference", unit="batch", disable=not (progress and dist.is_main_process()),
+               dynamic_ncols=True)
+    for batch_idx, batch in enumerate(bar):
+        sync(device)
+        start = time.perf_counter()
+        images = batch["images"].to(device, non_blocking=True)
+        outputs = model(images, batch["image_sizes"].to(device))
+        sync(device)
+        if batch_idx >= warmup_batches:
+            seconds += time.perf_counter() - start
+            timed += len(outputs)
+        for i, output in enumerate(outputs):
+            (h, w), (orig_h, orig_w) = batch["image_sizes"][i].tolist(), batch["orig_sizes"][i].tolist()
+            detections.extend(to_coco_results(output, int(batch["image_ids"][i]), (orig_h / h, orig_w / w),
+                                              category_ids))
+        count += len(outputs)
+    model.train(was_training)
+    gathered = dist.all_gather_objects((detections, count, seconds, timed))
+    return InferenceResult(
+        detections=[d for part in gathered for d in part[0]],
+        num_images=sum(part[1] for part in gathered),
+        model_seconds=sum(part[2] for part in gathered),
+        timed_images=sum(part[3] for part in gathered),
+    )
+
+
+def sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)

@@ -1,0 +1,70 @@
+"""Anchor generation: per pyramid level, a grid of cell anchors (original-spec §3.5).
+
+Per level the cell anchors are ordered ratio-major, size-minor (index = r * len(sizes) + s), with
+``h = size / sqrt(ratio)``, ``w = size * sqrt(ratio)`` (ratio = w/h). A level's anchors are flattened in
+(y, x, anchor) order, which is the order the head's outputs are flattened in. Cell centres sit at
+``(j + 0.5) * stride``. Anchors are absolute XYXY pixels of the padded input and are not clipped.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn as nn
+
+
+def cell_anchors(sizes: list[float], ratios: list[float]) -> torch.Tensor:
+    """Anchors centred on (0, 0): float32 [len(ratios) * len(sizes), 4] XYXY."""
+    boxes = []
+    for ratio in ratios:
+        for size in sizes:
+            w, h = size * math.sqrt(ratio), size / math.sqrt(ratio)
+            boxes.append([-w / 2, -h / 2, w / 2, h / 2])
+    return torch.tensor(boxes, dtype=torch.float32)
+
+
+class AnchorGenerator(nn.Module):
+    """Anchors for every level of a feature pyramid.
+
+    Args:
+        sizes: per level, the anchor sizes (square-root of area) in input pixels. One list is broadcast to
+            every level.
+        aspect_ratios: per level, the ratios w/h; one list is broadcast to every level.
+        strides: the stride of each level, finest first.
+    """
+
+    def __init__(self, sizes: list[list[float]], aspect_ratios: list[list[float]], strides: list[int]):
+        super().__init__()
+        num_levels = len(strides)
+        sizes = sizes * num_levels if len(sizes) == 1 else sizes
+        aspect_ratios = aspect_ratios * num_levels if len(aspect_ratios) == 1 else aspect_ratios
+        if len(sizes) != num_levels or len(aspect_ratios) != num_levels:
+            raise ValueError(
+                f"MODEL.ANCHOR_GENERATOR has {len(sizes)} size lists and {len(aspect_ratios)} ratio lists "
+                f"for {num_levels} pyramid levels; give one list or one per level"
+            )
+        self.strides = list(strides)
+        self.cells = [cell_anchors(s, r) for s, r in zip(sizes, aspect_ratios)]
+        counts = {len(c) for c in self.cells}
+        if len(counts) != 1:
+            raise ValueError("every pyramid level needs the same number of anchors per cell (shared head)")
+        self.num_anchors = counts.pop()
+        self._cache: dict[tuple, list[torch.Tensor]] = {}
+
+    def forward(self, feature_sizes: list[tuple[int, int]], device: torch.device) -> list[torch.Tensor]:
+        """Per level, float32 [h * w * A, 4] anchors for feature maps of the given (h, w) sizes."""
+        key = (tuple(feature_sizes), str(device))
+        if key not in self._cache:
+            self._cache = {key: [self._grid(size, stride, cell).to(device)
+                                 for size, stride, cell in zip(feature_sizes, self.strides, self.cells)]}
+        return self._cache[key]
+
+    @staticmethod
+    def _grid(size: tuple[int, int], stride: int, cell: torch.Tensor) -> torch.Tensor:
+        h, w = size
+        ys = (torch.arange(h, dtype=torch.float32) + 0.5) * stride
+        xs = (torch.arange(w, dtype=torch.float32) + 0.5) * stride
+        cy, cx = torch.meshgrid(ys, xs, indexing="ij")
+        centres = torch.stack([cx, cy, cx, cy], dim=-1).reshape(-1, 1, 4)
+        return (centres + cell.reshape(1, -1, 4)).reshape(-1, 4)

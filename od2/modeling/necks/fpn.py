@@ -1,0 +1,78 @@
+"""FPN neck, TF-OD-API style as the original (original-spec §3.3).
+
+Top-down: a 1x1 lateral projection (with bias, no norm) of each input; the coarsest is the seed; each
+finer level adds the nearest-resized merged map above it. Every merged map goes through a 3x3 output
+conv + norm + activation to give P3..P5. P6 and P7 are 3x3/2 convs (+ norm + activation) from C5 (the
+original's ``LastLevelP6P7`` on the bottom-up C5, not on P5).
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from od2.layers import get_activation, get_norm, norm_uses_bias
+
+
+class ConvNormAct(nn.Sequential):
+    """conv (bias only without a norm) -> norm -> activation, [B, Cin, H, W] -> [B, Cout, H', W']."""
+
+    def __init__(self, cin: int, cout: int, kernel: int, stride: int = 1, norm: str = "", act: str = "relu"):
+        layers: list[nn.Module] = [
+            nn.Conv2d(cin, cout, kernel, stride, padding=kernel // 2, bias=norm_uses_bias(norm))
+        ]
+        norm_layer = get_norm(norm, cout)
+        if norm_layer is not None:
+            layers.append(norm_layer)
+        layers.append(get_activation(act))
+        super().__init__(*layers)
+
+
+class FPN(nn.Module):
+    """Feature pyramid P3..P7 from backbone features C3..C5.
+
+    Args:
+        in_channels: channels of each input level, finest first, e.g. {"C3": 512, "C4": 1024, "C5": 2048}.
+        out_channels: channels of every output level.
+        norm, activation: for the 3x3 output convs and the P6/P7 convs.
+        num_extra_levels: stride-2 convs stacked on the coarsest input (2 gives P6, P7).
+    Input: dict of [B, C_k, H/s_k, W/s_k]. Output: dict P3..P7 of [B, out_channels, ceil(H/s), ceil(W/s)].
+    """
+
+    def __init__(self, in_channels: dict[str, int], out_channels: int = 256, norm: str = "",
+                 activation: str = "relu", num_extra_levels: int = 2):
+        super().__init__()
+        self.in_features = list(in_channels)
+        first_level = int(self.in_features[0][1:])
+        self.lateral = nn.ModuleList(nn.Conv2d(c, out_channels, 1) for c in in_channels.values())
+        self.output = nn.ModuleList(
+            ConvNormAct(out_channels, out_channels, 3, norm=norm, act=activation) for _ in in_channels
+        )
+        extra_in = in_channels[self.in_features[-1]]
+        self.extra = nn.ModuleList()
+        for i in range(num_extra_levels):
+            self.extra.append(ConvNormAct(extra_in if i == 0 else out_channels, out_channels, 3, 2, norm, activation))
+        num_levels = len(in_channels) + num_extra_levels
+        self.out_features = [f"P{first_level + i}" for i in range(num_levels)]
+        self.out_channels = {name: out_channels for name in self.out_features}
+        self.strides = {name: 2 ** int(name[1:]) for name in self.out_features}
+        for module in self.modules():
+            if isinstance(module, nn.Conv2d):
+                nn.init.kaiming_uniform_(module.weight, a=1)  # detectron2's c2_xavier_fill
+                if module.bias is not None:
+                    nn.init.zeros_(module.bias)
+
+    def forward(self, features: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        inputs = [features[name] for name in self.in_features]
+        merged = self.lateral[-1](inputs[-1])
+        outputs = [self.output[-1](merged)]
+        for idx in range(len(inputs) - 2, -1, -1):
+            lateral = self.lateral[idx](inputs[idx])
+            merged = lateral + F.interpolate(merged, size=lateral.shape[-2:], mode="nearest")
+            outputs.insert(0, self.output[idx](merged))
+        extra = inputs[-1]
+        for conv in self.extra:
+            extra = conv(extra)
+            outputs.append(extra)
+        return dict(zip(self.out_features, outputs))

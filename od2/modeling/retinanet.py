@@ -1,0 +1,113 @@
+"""RetinaNet meta-architecture: backbone -> neck -> shared head -> anchors, losses or detections.
+
+``forward_training`` and ``forward_inference`` are separate (detectron2's DenseDetector); the head and
+the multi-level decode are shared by both.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from .anchors import AnchorGenerator
+from .box_coder import BoxCoder
+from .losses import box_loss_sum, focal_loss_sum
+from .matcher import POSITIVE, NEGATIVE, Matcher, batched_box_iou, pad_boxes
+from .postprocess import detect
+from .retinanet_head import RetinaNetHead
+
+
+class RetinaNet(nn.Module):
+    """RetinaNet (Lin et al. 2017) as object_detection2 builds it.
+
+    Args:
+        backbone: images [B, 3, H, W] (normalised) -> dict of C-levels.
+        neck: C-levels -> dict of P-levels.
+        head: list of P-levels -> per-level logits and deltas.
+        in_features: the P-levels fed to the head, finest first.
+        anchor_generator, box_coder, matcher: see their modules.
+        pixel_mean, pixel_std: RGB, 0-255 scale; images arrive as uint8 (or float 0-255) and are
+            normalised on the model's device.
+        loss and test settings: as the MODEL.RETINANET config keys of the same names.
+    """
+
+    def __init__(self, backbone: nn.Module, neck: nn.Module, head: RetinaNetHead, in_features: list[str],
+                 anchor_generator: AnchorGenerator, box_coder: BoxCoder, matcher: Matcher,
+                 pixel_mean: list[float], pixel_std: list[float], *, focal_alpha: float = 0.25,
+                 focal_gamma: float = 2.0, box_loss_type: str = "smooth_l1", smooth_l1_beta: float = 1.0,
+                 box_loss_scale: float = 1.0, score_thresh: float = 0.05, topk_candidates: int = 1000,
+                 nms_thresh: float = 0.5, max_detections: int = 100):
+        super().__init__()
+        self.backbone, self.neck, self.head = backbone, neck, head
+        self.in_features = list(in_features)
+        self.anchor_generator, self.box_coder, self.matcher = anchor_generator, box_coder, matcher
+        self.register_buffer("pixel_mean", torch.tensor(pixel_mean, dtype=torch.float32).view(1, 3, 1, 1), False)
+        self.register_buffer("pixel_std", torch.tensor(pixel_std, dtype=torch.float32).view(1, 3, 1, 1), False)
+        self.focal_alpha, self.focal_gamma = focal_alpha, focal_gamma
+        self.box_loss_type, self.smooth_l1_beta, self.box_loss_scale = box_loss_type, smooth_l1_beta, box_loss_scale
+        self.score_thresh, self.topk_candidates = score_thresh, topk_candidates
+        self.nms_thresh, self.max_detections = nms_thresh, max_detections
+
+    @property
+    def num_classes(self) -> int:
+        return self.head.num_classes
+
+    def normalize(self, images: torch.Tensor) -> torch.Tensor:
+        """uint8 or float [B, 3, H, W] in 0-255 -> normalised float [B, 3, H, W]."""
+        return (images.float() - self.pixel_mean) / self.pixel_std
+
+    def raw_outputs(self, images: torch.Tensor) -> tuple[list[torch.Tensor], list[torch.Tensor], list[torch.Tensor]]:
+        """Per-level logits [B, N_l, K], deltas [B, N_l, 4] and anchors [N_l, 4] for normalised images."""
+        pyramid = self.neck(self.backbone(images))
+        features = [pyramid[name] for name in self.in_features]
+        logits, deltas = self.head(features)
+        anchors = self.anchor_generator([tuple(f.shape[-2:]) for f in features], images.device)
+        return logits, deltas, anchors
+
+    def forward(self, images: torch.Tensor, image_sizes: torch.Tensor,
+                targets: dict[str, list[torch.Tensor]] | None = None):
+        """Training (``targets`` given): dict of named scalar losses. Inference: list of detections.
+
+        Args:
+            images: uint8 [B, 3, H, W], padded batch.
+            image_sizes: int [B, 2] content (h, w) per image.
+            targets: ``{"boxes": [float [N_i, 4] XYXY], "labels": [int64 [N_i]]}``.
+        """
+        logits, deltas, anchors = self.raw_outputs(self.normalize(images))
+        if targets is not None:
+            return self.losses(logits, deltas, anchors, targets["boxes"], targets["labels"])
+        return detect(logits, deltas, anchors, image_sizes, self.box_coder, score_thresh=self.score_thresh,
+                      topk=self.topk_candidates, nms_thresh=self.nms_thresh, max_detections=self.max_detections)
+
+    def losses(self, logits: list[torch.Tensor], deltas: list[torch.Tensor], anchors: list[torch.Tensor],
+               gt_boxes: list[torch.Tensor], gt_labels: list[torch.Tensor]) -> dict[str, torch.Tensor]:
+        """Focal loss and box loss, each summed and divided by the batch's number of positive anchors."""
+        all_anchors = torch.cat(anchors)  # [A, 4]
+        logits = torch.cat(logits, dim=1)  # [B, A, K]
+        deltas = torch.cat(deltas, dim=1)  # [B, A, 4]
+        boxes, labels, valid = pad_boxes(gt_boxes, gt_labels)  # [B, G, 4], [B, G], [B, G]
+        with torch.no_grad():
+            matched_idx, state = self.matcher(batched_box_iou(boxes, all_anchors), valid)
+            matched_boxes = torch.gather(boxes, 1, matched_idx[..., None].expand(-1, -1, 4))  # [B, A, 4]
+            matched_labels = torch.gather(labels, 1, matched_idx)  # [B, A]
+        positive = state == POSITIVE
+        num_pos = max(int(positive.sum()), 1)
+
+        cls_mask = positive | (state == NEGATIVE)
+        cls_targets = F.one_hot(matched_labels, self.num_classes).float()
+        cls_targets = cls_targets * positive[..., None]
+        loss_cls = focal_loss_sum(logits[cls_mask], cls_targets[cls_mask], self.focal_alpha, self.focal_gamma)
+
+        pos_anchors = all_anchors[None].expand_as(matched_boxes)[positive]
+        pos_deltas, pos_gt = deltas[positive], matched_boxes[positive]
+        iou_loss = self.box_loss_type not in ("smooth_l1", "l1")
+        loss_box = box_loss_sum(
+            self.box_loss_type,
+            pred_deltas=pos_deltas,
+            target_deltas=None if iou_loss else self.box_coder.encode(pos_anchors, pos_gt),
+            pred_boxes=self.box_coder.decode(pos_anchors, pos_deltas) if iou_loss else None,
+            target_boxes=pos_gt if iou_loss else None,
+            smooth_l1_beta=self.smooth_l1_beta,
+        )
+        return {"loss_cls": loss_cls / num_pos, "loss_box_reg": self.box_loss_scale * loss_box / num_pos}

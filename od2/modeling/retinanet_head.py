@@ -1,0 +1,71 @@
+"""RetinaNet head: classification and box towers whose conv weights are shared across pyramid levels.
+
+As the original (and detectron2), each level has its own norm layers (own affine parameters and
+statistics) while the 3x3 conv weights are shared. Class predictor bias = -log((1 - p) / p).
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn as nn
+
+from od2.layers import get_activation, get_norm, norm_uses_bias
+
+
+class SharedTower(nn.Module):
+    """``num_convs`` x (shared 3x3 conv -> per-level norm -> activation), [B, C, H, W] -> [B, C, H, W]."""
+
+    def __init__(self, channels: int, num_convs: int, num_levels: int, norm: str, activation: str):
+        super().__init__()
+        self.convs = nn.ModuleList(
+            nn.Conv2d(channels, channels, 3, padding=1, bias=norm_uses_bias(norm)) for _ in range(num_convs)
+        )
+        self.norms = nn.ModuleList(
+            nn.ModuleList(get_norm(norm, channels) or nn.Identity() for _ in range(num_levels))
+            for _ in range(num_convs)
+        )
+        self.act = get_activation(activation)
+
+    def forward(self, x: torch.Tensor, level: int) -> torch.Tensor:
+        for conv, norms in zip(self.convs, self.norms):
+            x = self.act(norms[level](conv(x)))
+        return x
+
+
+class RetinaNetHead(nn.Module):
+    """Per-level logits and box deltas.
+
+    Input: list of [B, C, H_l, W_l] features. Output: (logits, deltas), each a list over levels of
+    [B, H_l * W_l * A, K] and [B, H_l * W_l * A, 4], flattened in (y, x, anchor) order.
+    """
+
+    def __init__(self, in_channels: int, num_anchors: int, num_classes: int, num_levels: int,
+                 num_convs: int = 4, norm: str = "", activation: str = "relu", prior_prob: float = 0.01):
+        super().__init__()
+        self.num_classes = num_classes
+        self.num_anchors = num_anchors
+        self.cls_tower = SharedTower(in_channels, num_convs, num_levels, norm, activation)
+        self.box_tower = SharedTower(in_channels, num_convs, num_levels, norm, activation)
+        self.cls_score = nn.Conv2d(in_channels, num_anchors * num_classes, 3, padding=1)
+        self.bbox_pred = nn.Conv2d(in_channels, num_anchors * 4, 3, padding=1)
+        for module in self.modules():
+            if isinstance(module, nn.Conv2d):
+                nn.init.normal_(module.weight, std=0.01)
+                if module.bias is not None:
+                    nn.init.zeros_(module.bias)
+        nn.init.constant_(self.cls_score.bias, -math.log((1 - prior_prob) / prior_prob))
+
+    @staticmethod
+    def _flatten(x: torch.Tensor, last: int) -> torch.Tensor:
+        """[B, A * last, H, W] -> [B, H * W * A, last]."""
+        batch, _, h, w = x.shape
+        return x.view(batch, -1, last, h, w).permute(0, 3, 4, 1, 2).reshape(batch, -1, last)
+
+    def forward(self, features: list[torch.Tensor]) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
+        logits, deltas = [], []
+        for level, feature in enumerate(features):
+            logits.append(self._flatten(self.cls_score(self.cls_tower(feature, level)), self.num_classes))
+            deltas.append(self._flatten(self.bbox_pred(self.box_tower(feature, level)), 4))
+        return logits, deltas

@@ -1,0 +1,284 @@
+"""Config loading: _BASE_ inheritance, KEY=VALUE overrides, unknown keys, types, dump round trip, defaults."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import yaml
+
+from od2.config import ConfigError, get_cfg, load_config, parse_overrides
+
+
+def write(path, text: str):
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(text)
+    return path
+
+
+# ---------------------------------------------------------------- _BASE_ inheritance
+
+
+def test_base_inheritance_child_overrides(tmp_path):
+    write(tmp_path / "base.yaml", "SOLVER:\n  BASE_LR: 0.5\n  MAX_ITER: 77\nMODEL:\n  FPN:\n    NORM: GN\n")
+    child = write(tmp_path / "child.yaml", "_BASE_: base.yaml\nSOLVER:\n  BASE_LR: 0.25\n")
+    cfg = load_config(child)
+    assert cfg.SOLVER.BASE_LR == 0.25  # child wins
+    assert cfg.SOLVER.MAX_ITER == 77  # from the base
+    assert cfg.MODEL.FPN.NORM == "GN"  # from the base
+    assert cfg.SOLVER.MOMENTUM == get_cfg().SOLVER.MOMENTUM  # untouched default
+    assert "_BASE_" not in cfg
+
+
+def test_base_chain_of_three_and_relative_path(tmp_path):
+    write(tmp_path / "root.yaml", "SEED: 1\nOUTPUT_DIR: root_out\nSOLVER:\n  WARMUP_ITERS: 11\n")
+    write(tmp_path / "mid" / "mid.yaml", "_BASE_: ../root.yaml\nSEED: 2\n")
+    leaf = write(tmp_path / "mid" / "deeper" / "leaf.yaml", "_BASE_: ../mid.yaml\nOUTPUT_DIR: leaf_out\n")
+    cfg = load_config(leaf)
+    assert cfg.SEED == 2
+    assert cfg.OUTPUT_DIR == "leaf_out"
+    assert cfg.SOLVER.WARMUP_ITERS == 11
+
+
+def test_base_is_relative_to_the_file_not_the_cwd(tmp_path, monkeypatch):
+    write(tmp_path / "cfgs" / "base.yaml", "SEED: 5\n")
+    child = write(tmp_path / "cfgs" / "child.yaml", "_BASE_: base.yaml\n")
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)
+    assert load_config(child).SEED == 5
+
+
+@pytest.mark.parametrize("self_cycle", [False, True])
+def test_base_cycle_is_a_config_error(tmp_path, self_cycle):
+    if self_cycle:
+        a = write(tmp_path / "a.yaml", "_BASE_: a.yaml\nSEED: 1\n")
+    else:
+        a = write(tmp_path / "a.yaml", "_BASE_: b.yaml\nSEED: 1\n")
+        write(tmp_path / "b.yaml", "_BASE_: a.yaml\nSEED: 2\n")
+    with pytest.raises(ConfigError, match="cycle"):
+        load_config(a)
+
+
+def test_missing_base_file(tmp_path):
+    child = write(tmp_path / "child.yaml", "_BASE_: nope.yaml\n")
+    with pytest.raises(FileNotFoundError, match="nope.yaml"):
+        load_config(child)
+
+
+# ---------------------------------------------------------------- overrides
+
+
+def test_overrides_parse_yaml_values():
+    nested = parse_overrides(["SOLVER.BASE_LR=0.01", "SOLVER.STEPS=[100, 200]", "MODEL.FPN.NORM=GN",
+                              "INPUT.RANDOM_FLIP=0", "DATASETS.ROOT="])
+    assert nested == {"SOLVER": {"BASE_LR": 0.01, "STEPS": [100, 200]}, "MODEL": {"FPN": {"NORM": "GN"}},
+                      "INPUT": {"RANDOM_FLIP": 0}, "DATASETS": {"ROOT": ""}}
+
+
+def test_overrides_applied_after_files(tmp_path):
+    path = write(tmp_path / "c.yaml", "SOLVER:\n  BASE_LR: 0.5\n  STEPS: [1, 2]\n")
+    cfg = load_config(path, ["SOLVER.BASE_LR=0.125", "SOLVER.STEPS=[10,20,30]", "DATASETS.TRAIN=[a, b]",
+                             "MODEL.ANCHOR_GENERATOR.ASPECT_RATIOS=[[1.0, 2]]", "MODEL.FPN.NORM=BN"])
+    assert cfg.SOLVER.BASE_LR == 0.125
+    assert cfg.SOLVER.STEPS == [10, 20, 30]
+    assert cfg.DATASETS.TRAIN == ["a", "b"]
+    assert cfg.MODEL.ANCHOR_GENERATOR.ASPECT_RATIOS == [[1.0, 2.0]]
+    assert all(isinstance(r, float) for r in cfg.MODEL.ANCHOR_GENERATOR.ASPECT_RATIOS[0])
+    assert cfg.MODEL.FPN.NORM == "BN"
+
+
+def test_override_without_equals_sign():
+    with pytest.raises(ConfigError, match="KEY=VALUE"):
+        load_config(None, ["SOLVER.BASE_LR"])
+
+
+def test_unknown_override_key_suggests():
+    with pytest.raises(ConfigError) as info:
+        load_config(None, ["SOLVER.BASE_RL=0.1"])
+    msg = str(info.value)
+    assert "SOLVER.BASE_RL" in msg and "SOLVER.BASE_LR" in msg and "command line" in msg
+
+
+def test_scientific_notation_float(tmp_path):
+    # PyYAML reads "1e-4" (no dot) as a string; a float key must still accept it.
+    path = write(tmp_path / "c.yaml", "SOLVER:\n  WEIGHT_DECAY: 1e-4\n")
+    assert load_config(path, ["SOLVER.BASE_LR=2e-3"]).SOLVER.BASE_LR == pytest.approx(2e-3)
+    assert load_config(path).SOLVER.WEIGHT_DECAY == pytest.approx(1e-4)
+
+
+# ---------------------------------------------------------------- unknown keys in files
+
+
+@pytest.mark.parametrize("text,bad,good", [
+    ("SOLVER:\n  BASE_RL: 0.1\n", "SOLVER.BASE_RL", "SOLVER.BASE_LR"),
+    ("MODEL:\n  FPN:\n    NROM: GN\n", "MODEL.FPN.NROM", "MODEL.FPN.NORM"),
+    ("MODEL:\n  RETINANET:\n    PRIOR_PROBB: 0.1\n", "MODEL.RETINANET.PRIOR_PROBB", "MODEL.RETINANET.PRIOR_PROB"),
+    ("SOLVR:\n  BASE_LR: 0.1\n", "SOLVR", "SOLVER"),
+])
+def test_unknown_key_in_file(tmp_path, text, bad, good):
+    path = write(tmp_path / "typo.yaml", text)
+    with pytest.raises(ConfigError) as info:
+        load_config(path)
+    msg = str(info.value)
+    assert repr(bad) in msg or bad in msg
+    assert str(path.resolve()) in msg or path.name in msg
+    assert good in msg
+    assert "Did you mean" in msg
+
+
+def test_unknown_key_in_base_names_the_base_file(tmp_path):
+    write(tmp_path / "base.yaml", "SOLVER:\n  BASE_RL: 0.1\n")
+    child = write(tmp_path / "child.yaml", "_BASE_: base.yaml\n")
+    with pytest.raises(ConfigError) as info:
+        load_config(child)
+    assert "base.yaml" in str(info.value) and "SOLVER.BASE_LR" in str(info.value)
+
+
+# ---------------------------------------------------------------- types
+
+
+@pytest.mark.parametrize("override,key,expected_type", [
+    ("SOLVER.BASE_LR=abc", "SOLVER.BASE_LR", "float"),
+    ("SOLVER.MAX_ITER=1.5", "SOLVER.MAX_ITER", "int"),
+    ("SOLVER.MAX_ITER=true", "SOLVER.MAX_ITER", "int"),
+    ("MODEL.FPN.NORM=3", "MODEL.FPN.NORM", "str"),
+    ("DATALOADER.ASPECT_RATIO_GROUPING=1", "DATALOADER.ASPECT_RATIO_GROUPING", "bool"),
+    ("SOLVER.STEPS={a: 1}", "SOLVER.STEPS", "list"),
+    ("SOLVER.BASE_LR=[0.1]", "SOLVER.BASE_LR", "float"),
+])
+def test_wrong_type_names_key_and_type(override, key, expected_type):
+    with pytest.raises(ConfigError) as info:
+        load_config(None, [override])
+    msg = str(info.value)
+    assert key in msg and expected_type in msg
+
+
+def test_wrong_type_of_list_item():
+    with pytest.raises(ConfigError) as info:
+        load_config(None, ["SOLVER.STEPS=[100, x]"])
+    assert "SOLVER.STEPS" in str(info.value) and "int" in str(info.value)
+
+
+def test_section_given_a_scalar():
+    with pytest.raises(ConfigError, match="SOLVER"):
+        load_config(None, ["SOLVER=3"])
+
+
+def test_int_accepted_for_float(tmp_path):
+    path = write(tmp_path / "c.yaml", "SOLVER:\n  BASE_LR: 1\n  CLIP_NORM: 16\n")
+    cfg = load_config(path)
+    assert cfg.SOLVER.BASE_LR == 1.0 and isinstance(cfg.SOLVER.BASE_LR, float)
+    assert cfg.SOLVER.CLIP_NORM == 16.0 and isinstance(cfg.SOLVER.CLIP_NORM, float)
+
+
+def test_scalar_accepted_for_list_of_scalars(tmp_path):
+    path = write(tmp_path / "c.yaml", "INPUT:\n  MIN_SIZE_TRAIN: 576\nDATASETS:\n  TRAIN: my_train\n")
+    cfg = load_config(path, ["SOLVER.STEPS=500", "MODEL.RETINANET.BBOX_REG_WEIGHTS=1"])
+    assert cfg.INPUT.MIN_SIZE_TRAIN == [576]
+    assert cfg.DATASETS.TRAIN == ["my_train"]
+    assert cfg.SOLVER.STEPS == [500]
+    assert cfg.MODEL.RETINANET.BBOX_REG_WEIGHTS == [1.0]
+
+
+def test_scalar_of_wrong_type_for_list_is_rejected():
+    with pytest.raises(ConfigError, match="INPUT.MIN_SIZE_TRAIN"):
+        load_config(None, ["INPUT.MIN_SIZE_TRAIN=big"])
+
+
+# ---------------------------------------------------------------- dump round trip
+
+
+def test_dump_round_trip(tmp_path):
+    cfg = load_config(None, ["SOLVER.BASE_LR=0.0125", "SOLVER.STEPS=[3, 4]", "MODEL.FPN.NORM=GN",
+                             "SOLVER.MIN_LR=1.0e-8", "DATASETS.TRAIN=[x, y]"])
+    text = cfg.dump()
+    path = tmp_path / "dumped.yaml"
+    path.write_text(text)
+    again = load_config(path)
+    assert again == cfg
+    assert again.to_dict() == cfg.to_dict()
+    assert yaml.safe_load(text) == cfg.to_dict()
+
+
+def test_default_dump_round_trip(tmp_path):
+    path = tmp_path / "d.yaml"
+    path.write_text(get_cfg().dump())
+    assert load_config(path) == get_cfg()
+
+
+def test_get_cfg_is_a_fresh_copy():
+    a = get_cfg()
+    a.SOLVER.STEPS.append(1)
+    a.SOLVER.BASE_LR = 9.0
+    b = get_cfg()
+    assert b.SOLVER.BASE_LR != 9.0 and 1 not in b.SOLVER.STEPS
+
+
+def test_attribute_access_and_missing_attribute():
+    cfg = get_cfg()
+    assert cfg.SOLVER.BASE_LR == cfg["SOLVER"]["BASE_LR"] == cfg.get_path("SOLVER.BASE_LR")
+    with pytest.raises(AttributeError):
+        _ = cfg.SOLVER.NOT_A_KEY
+
+
+# ---------------------------------------------------------------- defaults
+
+REQUIRED = {
+    "MODEL.DEVICE": str, "MODEL.WEIGHTS": str, "MODEL.BACKBONE.NAME": str, "MODEL.RESNETS.DEPTH": int,
+    "MODEL.FPN.NORM": str, "MODEL.FPN.OUT_CHANNELS": int,
+    "MODEL.RETINANET.NORM": str, "MODEL.RETINANET.NUM_CONVS": int, "MODEL.RETINANET.IN_FEATURES": list,
+    "MODEL.RETINANET.IOU_THRESHOLDS": list, "MODEL.RETINANET.PRIOR_PROB": float,
+    "MODEL.RETINANET.FOCAL_LOSS_ALPHA": float, "MODEL.RETINANET.FOCAL_LOSS_GAMMA": float,
+    "MODEL.RETINANET.SMOOTH_L1_LOSS_BETA": float, "MODEL.RETINANET.BBOX_REG_LOSS_TYPE": str,
+    "MODEL.RETINANET.SCORE_THRESH_TEST": float, "MODEL.RETINANET.TOPK_CANDIDATES_TEST": int,
+    "MODEL.RETINANET.NMS_THRESH_TEST": float,
+    "MODEL.ANCHOR_GENERATOR.SIZES": list, "MODEL.ANCHOR_GENERATOR.ASPECT_RATIOS": list,
+    "INPUT.MIN_SIZE_TRAIN": list, "INPUT.MAX_SIZE_TRAIN": int, "INPUT.MIN_SIZE_TEST": int,
+    "INPUT.MAX_SIZE_TEST": int,
+    "DATASETS.TRAIN": list, "DATASETS.TEST": list, "DATASETS.ROOT": str,
+    "SOLVER.IMS_PER_BATCH": int, "SOLVER.BASE_LR": float, "SOLVER.MOMENTUM": float,
+    "SOLVER.WEIGHT_DECAY": float, "SOLVER.STEPS": list, "SOLVER.MAX_ITER": int, "SOLVER.WARMUP_ITERS": int,
+    "SOLVER.LR_DECAY_TYPE": str, "SOLVER.CLIP_NORM": float, "SOLVER.CHECKPOINT_PERIOD": int,
+    "TEST.EVAL_PERIOD": int, "TEST.DETECTIONS_PER_IMAGE": int, "OUTPUT_DIR": str, "SEED": int,
+}
+
+
+@pytest.mark.parametrize("key,kind", sorted(REQUIRED.items()))
+def test_required_default_exists_with_type(key, kind):
+    value = get_cfg().get_path(key)
+    assert isinstance(value, kind) and not (kind is int and isinstance(value, bool)), (key, value)
+
+
+def test_defaults_are_sane():
+    cfg = get_cfg()
+    r = cfg.MODEL.RETINANET
+    low, high = r.IOU_THRESHOLDS
+    assert 0 < low <= high < 1
+    assert 0 < r.PRIOR_PROB < 1 and 0 < r.FOCAL_LOSS_ALPHA < 1 and r.FOCAL_LOSS_GAMMA >= 0
+    assert 0 <= r.SCORE_THRESH_TEST < 1 and 0 < r.NMS_THRESH_TEST <= 1 and r.TOPK_CANDIDATES_TEST > 0
+    assert r.NUM_CONVS >= 1 and r.SMOOTH_L1_LOSS_BETA > 0
+    assert r.BBOX_REG_LOSS_TYPE in ("smooth_l1", "l1", "giou", "diou", "ciou")
+    assert r.IN_FEATURES == ["P3", "P4", "P5", "P6", "P7"]
+    assert cfg.MODEL.FPN.OUT_CHANNELS > 0 and cfg.MODEL.RESNETS.DEPTH in (18, 34, 50, 101, 152)
+    assert cfg.INPUT.MIN_SIZE_TRAIN and all(isinstance(s, int) and s > 0 for s in cfg.INPUT.MIN_SIZE_TRAIN)
+    assert cfg.INPUT.MAX_SIZE_TRAIN >= max(cfg.INPUT.MIN_SIZE_TRAIN)
+    assert cfg.INPUT.MAX_SIZE_TEST >= cfg.INPUT.MIN_SIZE_TEST > 0
+    s = cfg.SOLVER
+    assert s.IMS_PER_BATCH > 0 and s.BASE_LR > 0 and 0 <= s.MOMENTUM < 1 and s.WEIGHT_DECAY >= 0
+    assert s.STEPS == sorted(s.STEPS) and all(isinstance(x, int) for x in s.STEPS)
+    assert s.MAX_ITER >= max(s.STEPS) and s.WARMUP_ITERS >= 0 and s.CLIP_NORM >= 0
+    assert s.LR_DECAY_TYPE in ("piecewise", "cosine", "constant") and s.CHECKPOINT_PERIOD > 0
+    assert cfg.TEST.EVAL_PERIOD >= 0 and cfg.TEST.DETECTIONS_PER_IMAGE == 100
+    assert all(isinstance(a, float) for ratios in cfg.MODEL.ANCHOR_GENERATOR.ASPECT_RATIOS for a in ratios)
+
+
+def test_default_anchor_sizes_follow_the_log():
+    sizes = get_cfg().MODEL.ANCHOR_GENERATOR.SIZES
+    assert len(sizes) == 5
+    for level, level_sizes in zip(range(3, 8), sizes):
+        expected = [32 * 2 ** (level - 3) * 2 ** (k / 3) for k in range(3)]
+        assert len(level_sizes) == 3
+        for got, want in zip(level_sizes, expected):
+            assert math.isclose(got, want, abs_tol=1e-3), (level, got, want)
+    assert math.isclose(sizes[4][2], 812.75, abs_tol=1e-2)  # spec §3.5's largest anchor

@@ -1,0 +1,85 @@
+"""Checkpoint I/O: atomic writes, the last_checkpoint pointer, clear errors on bad files."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+import torch.nn as nn
+
+from od2.engine.checkpoint import (LAST_CHECKPOINT, atomic_torch_save, last_checkpoint, load_checkpoint,
+                                   load_model_weights, save_training_checkpoint)
+
+
+def tiny_model():
+    torch.manual_seed(0)
+    return nn.Sequential(nn.Conv2d(3, 4, 3), nn.BatchNorm2d(4), nn.Linear(2, 2))
+
+
+def test_atomic_save_leaves_only_the_file(tmp_path):
+    path = tmp_path / "w.pth"
+    atomic_torch_save({"a": torch.arange(5)}, path)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["w.pth"]
+    assert torch.equal(torch.load(path, weights_only=True)["a"], torch.arange(5))
+    atomic_torch_save({"a": torch.arange(3)}, path)  # overwrite in place
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["w.pth"]
+    assert torch.equal(torch.load(path, weights_only=True)["a"], torch.arange(3))
+
+
+def test_training_checkpoint_round_trip_and_pointer(tmp_path):
+    model = tiny_model()
+    opt = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9)
+    model(torch.randn(2, 3, 4, 4)).sum().backward()
+    opt.step()
+    assert last_checkpoint(tmp_path) is None
+    path = save_training_checkpoint(tmp_path, "model_0000010.pth", model, opt, 10, extra_info=[1, 2])
+    assert path == tmp_path / "model_0000010.pth"
+    assert last_checkpoint(tmp_path) == path
+    assert (tmp_path / LAST_CHECKPOINT).read_text().strip() == "model_0000010.pth"
+    assert sorted(p.name for p in tmp_path.iterdir()) == [LAST_CHECKPOINT, "model_0000010.pth"]  # no temp files
+    data = load_checkpoint(path)
+    assert data["iteration"] == 10 and data["extra_info"] == [1, 2]
+    for key, value in model.state_dict().items():
+        assert torch.equal(data["model"][key], value)
+    opt2 = torch.optim.SGD(tiny_model().parameters(), lr=0.1, momentum=0.9)
+    opt2.load_state_dict(data["optimizer"])
+    assert isinstance(data["rng"]["torch"], torch.Tensor)  # RNG state survives weights_only loading
+
+    later = save_training_checkpoint(tmp_path, "model_0000020.pth", model, opt, 20)
+    assert last_checkpoint(tmp_path) == later
+    later.unlink()
+    assert last_checkpoint(tmp_path) is None  # pointer to a vanished file
+
+
+def test_plain_state_dict_is_wrapped(tmp_path):
+    model = tiny_model()
+    path = tmp_path / "plain.pth"
+    torch.save(model.state_dict(), path)
+    data = load_checkpoint(path)
+    assert set(data) == {"model"}
+    assert set(data["model"]) == set(model.state_dict())
+    other = nn.Sequential(nn.Conv2d(3, 4, 3), nn.BatchNorm2d(4), nn.Linear(2, 2))
+    load_model_weights(other, path)
+    for key, value in model.state_dict().items():
+        assert torch.equal(other.state_dict()[key], value)
+
+
+def test_truncated_file(tmp_path):
+    path = tmp_path / "broken.pth"
+    torch.save(tiny_model().state_dict(), path)
+    raw = path.read_bytes()
+    path.write_bytes(raw[: len(raw) // 2])
+    with pytest.raises(RuntimeError) as info:
+        load_checkpoint(path)
+    assert str(path) in str(info.value)
+
+
+def test_not_a_dict(tmp_path):
+    path = tmp_path / "list.pth"
+    torch.save([torch.zeros(1)], path)
+    with pytest.raises(RuntimeError, match="list.pth"):
+        load_checkpoint(path)
+
+
+def test_missing_file(tmp_path):
+    with pytest.raises(FileNotFoundError, match="nothing.pth"):
+        load_checkpoint(tmp_path / "nothing.pth")
