@@ -125,8 +125,20 @@ def dist_rank_from_env() -> int:
 COMMANDS = {"train": cmd_train, "eval": cmd_eval, "eval-json": cmd_eval_json}
 
 
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    """Parse, letting KEY=VALUE overrides stand anywhere after the command (also after --weights W)."""
+    parser = build_parser()
+    args, extra = parser.parse_known_args(argv)
+    stray = [item for item in extra if item.startswith("-") or "=" not in item or not hasattr(args, "opts")]
+    if stray:
+        parser.error(f"unrecognized arguments: {' '.join(stray)}")
+    if extra:
+        args.opts = list(args.opts) + extra
+    return args
+
+
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    args = parse_args(argv)
     try:
         return COMMANDS[args.command](args)
     except (ConfigError, FileNotFoundError) as exc:

@@ -20,6 +20,7 @@ DEFAULTS: dict[str, Any] = {
         "WEIGHTS": "",
         "PIXEL_MEAN": [],
         "PIXEL_STD": [],
+        "CHANNELS_LAST": True,
         "BACKBONE": {
             "NAME": "resnet",
             "FREEZE_AT": 0,
@@ -32,7 +33,6 @@ DEFAULTS: dict[str, Any] = {
             "OUT_CHANNELS": 256,
             "NORM": "",
             "ACTIVATION_FN": "relu",
-            "TOP_BLOCK_IN": "C5",
         },
         "ANCHOR_GENERATOR": {
             "SIZES": LOG_ANCHOR_SIZES,
@@ -70,6 +70,7 @@ DEFAULTS: dict[str, Any] = {
         "TRAIN": ["coco_2014_train"],
         "TEST": ["coco_2014_minival"],
         "ROOT": "",
+        "SKIP_CROWD_DURING_TRAINING": True,
     },
     "DATALOADER": {
         "NUM_WORKERS": 2,

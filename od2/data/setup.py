@@ -41,6 +41,7 @@ def build_train_loader_from_cfg(cfg: CfgNode, records: list[dict], start_iter: i
         num_workers=cfg.DATALOADER.NUM_WORKERS, seed=cfg.SEED, rank=dist.get_rank(),
         world_size=dist.get_world_size(), size_divisibility=cfg.INPUT.SIZE_DIVISIBILITY, start_iter=start_iter,
         group_by_aspect_ratio=cfg.DATALOADER.ASPECT_RATIO_GROUPING,
+        skip_crowd=cfg.DATASETS.SKIP_CROWD_DURING_TRAINING,
     )
 
 

@@ -34,14 +34,14 @@ def init_distributed(device_type: str, timeout_minutes: int = 30) -> torch.devic
 
     ``device_type`` is "cuda" or "cpu"; with CUDA each process takes GPU ``LOCAL_RANK``.
     """
-    world_size = int(os.environ.get("WORLD_SIZE", "1"))
+    launched_by_torchrun = "TORCHELASTIC_RUN_ID" in os.environ or "MASTER_ADDR" in os.environ
     local_rank = int(os.environ.get("LOCAL_RANK", "0"))
     if device_type == "cuda":
         torch.cuda.set_device(local_rank)
         device = torch.device("cuda", local_rank)
     else:
         device = torch.device("cpu")
-    if world_size > 1 and not is_distributed():
+    if launched_by_torchrun and not is_distributed():  # even for one process, so DDP/NCCL paths are the same
         backend = "nccl" if device_type == "cuda" else "gloo"
         kwargs = {"device_id": device} if device_type == "cuda" else {}
         dist.init_process_group(backend, timeout=datetime.timedelta(minutes=timeout_minutes), **kwargs)

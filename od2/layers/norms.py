@@ -2,7 +2,7 @@
 
 Names (case-sensitive, as in configs): ``""`` (none), ``"BN"``, ``"SyncBN"`` (BN that
 :func:`torch.nn.SyncBatchNorm.convert_sync_batchnorm` turns into cross-process BN under DDP),
-``"FrozenBN"`` (fixed statistics and affine, torchvision's FrozenBatchNorm2d), ``"GN"`` (32 groups).
+``"FrozenBN"`` (fixed statistics and affine, :mod:`od2.layers.frozen_bn`), ``"GN"`` (32 groups).
 More come with later work (EvoNorm-S0, spectral norm, switchable norm) as entries of ``NORMS``.
 """
 
@@ -11,7 +11,7 @@ from __future__ import annotations
 from typing import Callable
 
 import torch.nn as nn
-from torchvision.ops import FrozenBatchNorm2d
+from od2.layers.frozen_bn import FrozenBatchNorm2d
 
 GN_GROUPS = 32
 

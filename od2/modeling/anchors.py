@@ -9,6 +9,7 @@ Per level the cell anchors are ordered ratio-major, size-minor (index = r * len(
 from __future__ import annotations
 
 import math
+from collections import OrderedDict
 
 import torch
 import torch.nn as nn
@@ -34,6 +35,8 @@ class AnchorGenerator(nn.Module):
         strides: the stride of each level, finest first.
     """
 
+    CACHE_SIZE = 64
+
     def __init__(self, sizes: list[list[float]], aspect_ratios: list[list[float]], strides: list[int]):
         super().__init__()
         num_levels = len(strides)
@@ -50,21 +53,28 @@ class AnchorGenerator(nn.Module):
         if len(counts) != 1:
             raise ValueError("every pyramid level needs the same number of anchors per cell (shared head)")
         self.num_anchors = counts.pop()
-        self._cache: dict[tuple, list[torch.Tensor]] = {}
+        self._cache: OrderedDict[tuple, list[torch.Tensor]] = OrderedDict()
 
     def forward(self, feature_sizes: list[tuple[int, int]], device: torch.device) -> list[torch.Tensor]:
-        """Per level, float32 [h * w * A, 4] anchors for feature maps of the given (h, w) sizes."""
+        """Per level, float32 [h * w * A, 4] anchors for feature maps of the given (h, w) sizes.
+
+        The most recent ``CACHE_SIZE`` input sizes are cached (test images come in many sizes).
+        """
         key = (tuple(feature_sizes), str(device))
-        if key not in self._cache:
-            self._cache = {key: [self._grid(size, stride, cell).to(device)
-                                 for size, stride, cell in zip(feature_sizes, self.strides, self.cells)]}
+        if key in self._cache:
+            self._cache.move_to_end(key)
+        else:
+            self._cache[key] = [self._grid(size, stride, cell.to(device))
+                                for size, stride, cell in zip(feature_sizes, self.strides, self.cells)]
+            if len(self._cache) > self.CACHE_SIZE:
+                self._cache.popitem(last=False)
         return self._cache[key]
 
     @staticmethod
     def _grid(size: tuple[int, int], stride: int, cell: torch.Tensor) -> torch.Tensor:
         h, w = size
-        ys = (torch.arange(h, dtype=torch.float32) + 0.5) * stride
-        xs = (torch.arange(w, dtype=torch.float32) + 0.5) * stride
+        ys = (torch.arange(h, dtype=torch.float32, device=cell.device) + 0.5) * stride
+        xs = (torch.arange(w, dtype=torch.float32, device=cell.device) + 0.5) * stride
         cy, cx = torch.meshgrid(ys, xs, indexing="ij")
         centres = torch.stack([cx, cy, cx, cy], dim=-1).reshape(-1, 1, 4)
         return (centres + cell.reshape(1, -1, 4)).reshape(-1, 4)

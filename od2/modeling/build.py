@@ -31,7 +31,8 @@ def build_backbone_from_cfg(cfg: CfgNode) -> nn.Module:
     if name == "resnet":
         return build_backbone(name, depth=cfg.MODEL.RESNETS.DEPTH, norm_layer=norm_layer,
                               freeze_at=cfg.MODEL.BACKBONE.FREEZE_AT)
-    return build_backbone(name, pretrained=cfg.MODEL.BACKBONE.PRETRAINED, norm_layer=norm_layer)
+    return build_backbone(name, pretrained=cfg.MODEL.BACKBONE.PRETRAINED, norm_layer=norm_layer,
+                          freeze_at=cfg.MODEL.BACKBONE.FREEZE_AT)
 
 
 def build_model(cfg: CfgNode, num_classes: int) -> RetinaNet:
@@ -43,7 +44,11 @@ def build_model(cfg: CfgNode, num_classes: int) -> RetinaNet:
     num_classes = head_cfg.NUM_CLASSES or num_classes
     backbone = build_backbone_from_cfg(cfg)
     fpn_in = {name: backbone.out_channels[name] for name in model_cfg.FPN.IN_FEATURES}
-    neck = FPN(fpn_in, model_cfg.FPN.OUT_CHANNELS, norm=model_cfg.FPN.NORM, activation=model_cfg.FPN.ACTIVATION_FN)
+    # Only build the stride-2 levels above the inputs that the head uses (unused ones would break DDP).
+    top_level = max(int(name[1:]) for name in head_cfg.IN_FEATURES)
+    num_extra = max(top_level - int(model_cfg.FPN.IN_FEATURES[-1][1:]), 0)
+    neck = FPN(fpn_in, model_cfg.FPN.OUT_CHANNELS, norm=model_cfg.FPN.NORM, activation=model_cfg.FPN.ACTIVATION_FN,
+               num_extra_levels=num_extra)
     missing = [f for f in head_cfg.IN_FEATURES if f not in neck.out_features]
     if missing:
         raise ValueError(f"MODEL.RETINANET.IN_FEATURES {missing} are not produced by the neck ({neck.out_features})")
@@ -52,7 +57,7 @@ def build_model(cfg: CfgNode, num_classes: int) -> RetinaNet:
     head = RetinaNetHead(model_cfg.FPN.OUT_CHANNELS, anchors.num_anchors, num_classes, len(head_cfg.IN_FEATURES),
                          num_convs=head_cfg.NUM_CONVS, norm=head_cfg.NORM, activation=head_cfg.ACTIVATION_FN,
                          prior_prob=head_cfg.PRIOR_PROB)
-    return RetinaNet(
+    model = RetinaNet(
         backbone, neck, head, head_cfg.IN_FEATURES, anchors,
         BoxCoder(tuple(head_cfg.BBOX_REG_WEIGHTS)),
         Matcher(tuple(head_cfg.IOU_THRESHOLDS), head_cfg.ALLOW_LOW_QUALITY_MATCHES),
@@ -62,5 +67,6 @@ def build_model(cfg: CfgNode, num_classes: int) -> RetinaNet:
         box_loss_type=head_cfg.BBOX_REG_LOSS_TYPE, smooth_l1_beta=head_cfg.SMOOTH_L1_LOSS_BETA,
         box_loss_scale=head_cfg.BOX_REG_LOSS_SCALE, score_thresh=head_cfg.SCORE_THRESH_TEST,
         topk_candidates=head_cfg.TOPK_CANDIDATES_TEST, nms_thresh=head_cfg.NMS_THRESH_TEST,
-        max_detections=cfg.TEST.DETECTIONS_PER_IMAGE,
+        max_detections=cfg.TEST.DETECTIONS_PER_IMAGE, channels_last=model_cfg.CHANNELS_LAST,
     )
+    return model.to(memory_format=model.memory_format)

@@ -12,7 +12,9 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
-from torchvision.ops import FrozenBatchNorm2d, StochasticDepth
+from torchvision.ops import StochasticDepth
+
+from od2.layers.frozen_bn import FrozenBatchNorm2d
 
 logger = logging.getLogger(__name__)
 
@@ -37,6 +39,9 @@ _STAGE_TABLE: tuple[tuple[int, int, int, int, int], ...] = (
 _STEM_CHANNELS = 32
 # Stage index (0-based) whose output is exported, and its name.
 _TAPS: dict[int, str] = {2: "C3", 4: "C4", 6: "C5"}
+# freeze_at k freezes the stem and the stages ending at or before stride 2**k (k = 1: stem only), matching
+# ResNetBackbone's count: number of block stages frozen for k = 1..5.
+_FROZEN_STAGES_AT: dict[int, int] = {0: 0, 1: 0, 2: 2, 3: 3, 4: 5, 5: 7}
 
 
 def pretrained_weights_path() -> Path:
@@ -170,6 +175,7 @@ class EfficientNetLite0(nn.Module):
         pretrained: bool = True,
         norm_layer: Callable[[int], nn.Module] | None = None,
         drop_path_rate: float = 0.0,
+        freeze_at: int = 0,
     ) -> None:
         super().__init__()
         norm_layer = norm_layer or _default_norm(pretrained)
@@ -196,6 +202,16 @@ class EfficientNetLite0(nn.Module):
         if pretrained:
             self._use_tf_bn_eps()
             self.load_pretrained()
+        self.freeze(freeze_at)
+
+    def freeze(self, freeze_at: int) -> None:
+        """Stop gradients for the stem and the first stages (see ``freeze_at`` in the class docstring)."""
+        if freeze_at not in _FROZEN_STAGES_AT:
+            raise ValueError(f"freeze_at must be in [0, {max(_FROZEN_STAGES_AT)}], got {freeze_at}")
+        frozen = ([self.stem] if freeze_at >= 1 else []) + list(self.stages[: _FROZEN_STAGES_AT[freeze_at]])
+        for module in frozen:
+            for param in module.parameters():
+                param.requires_grad_(False)
 
     def _init_weights(self) -> None:
         for m in self.modules():

@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 
 import torch
 from torch import nn
-from torchvision.ops import FrozenBatchNorm2d
+from od2.layers.frozen_bn import FrozenBatchNorm2d
 
 logger = logging.getLogger(__name__)
 
