@@ -28,7 +28,7 @@ test: install
 	if [ $$rc -eq 5 ]; then echo "pytest collected no tests: failing"; exit 1; fi; exit $$rc
 
 bench: install
-	$(PY) benchmarks/train_speed.py
+	$(PY) benchmarks/cpu_speed.py
 
 clean-demo:
 	rm -rf $(DEMO_OUT)

@@ -20,8 +20,8 @@ from torch.nn.parallel import DistributedDataParallel
 from tqdm import tqdm
 
 from od2.config import CfgNode
-from od2.layers.norms import SyncBatchNorm2d
-from od2.data.setup import build_test_loader_from_cfg, build_train_loader_from_cfg, load_datasets
+from od2.layers.norms import convert_sync_batchnorm
+from od2.data.setup import build_train_loader_from_cfg, load_datasets
 from od2.evaluation.evaluate import evaluate_model
 from od2.modeling.build import build_model
 
@@ -56,9 +56,14 @@ class Trainer:
         model = build_model(cfg, len(self.class_names)).to(self.device)
         if cfg.MODEL.WEIGHTS:
             load_initial_weights(model, cfg.MODEL.WEIGHTS)
+        elif cfg.MODEL.BACKBONE.NORM == "FrozenBN" and not cfg.MODEL.BACKBONE.PRETRAINED:
+            logger.warning("MODEL.BACKBONE.NORM is FrozenBN but the backbone starts from random weights (no "
+                           "MODEL.WEIGHTS, no PRETRAINED): its BN layers stay the identity. Give MODEL.WEIGHTS "
+                           "(e.g. a torchvision ResNet state_dict) or train the norms (MODEL.BACKBONE.NORM=GN or BN).")
         if dist.is_distributed():
-            model = torch.nn.SyncBatchNorm.convert_sync_batchnorm(model) if _has_sync_bn(model) else model
-            model = DistributedDataParallel(model, device_ids=[self.device.index] if self.device.type == "cuda" else None)
+            model = convert_sync_batchnorm(model)
+            device_ids = [self.device.index] if self.device.type == "cuda" else None
+            model = DistributedDataParallel(model, device_ids=device_ids)
         self.model = model
         self.optimizer = build_optimizer(model, cfg.SOLVER)
         self.schedule = LRSchedule.from_cfg(cfg.SOLVER)
@@ -184,7 +189,3 @@ class Trainer:
             for key in ("AP", "AP50", "AP75", "APs", "APm", "APl"):
                 self.writer.add_scalar(f"eval/{key}", summary[key], iteration)
         return summary
-
-
-def _has_sync_bn(model: torch.nn.Module) -> bool:
-    return any(isinstance(m, SyncBatchNorm2d) for m in model.modules())

@@ -53,3 +53,13 @@ def get_norm(name: str | Callable[[int], nn.Module], channels: int) -> nn.Module
 def norm_uses_bias(name: str | Callable) -> bool:
     """Whether a conv followed by this norm needs its own bias (only when there is no norm)."""
     return not callable(name) and name in ("", "none", "None")
+
+
+def convert_sync_batchnorm(module: nn.Module) -> nn.Module:
+    """Turn every ``"SyncBN"`` layer (and only those; plain ``"BN"`` stays per-process) into
+    :class:`torch.nn.SyncBatchNorm`, keeping its parameters and statistics. Call once the process group exists."""
+    if isinstance(module, SyncBatchNorm2d):
+        return nn.SyncBatchNorm.convert_sync_batchnorm(module)
+    for name, child in module.named_children():
+        module.add_module(name, convert_sync_batchnorm(child))
+    return module
