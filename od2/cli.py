@@ -85,14 +85,14 @@ def cmd_eval(args: argparse.Namespace) -> int:
 
     cfg = load_config(args.config, args.opts)
     setup_logging(None, dist_rank_from_env())
-    device = dist.init_distributed(resolve_device(cfg.MODEL.DEVICE).type)
+    device = dist.init_distributed(resolve_device(cfg.MODEL.DEVICE))
     weights = args.weights or cfg.MODEL.WEIGHTS or str(Path(cfg.OUTPUT_DIR) / "model_final.pth")
     dataset = cfg.DATASETS.TEST[0] if cfg.DATASETS.TEST else None
     if dataset is None:
         raise ConfigError(f"{args.config}: DATASETS.TEST is empty; name the dataset to evaluate on")
     info = load_datasets([dataset], cfg)
     model = build_model(cfg, len(info.class_names)).to(device)
-    load_model_weights(model, weights)
+    load_model_weights(model, weights, require_all=True)
     out_dir = Path(cfg.OUTPUT_DIR) / "eval"
     try:
         evaluate_model(cfg, model, device, dataset, out_dir)

@@ -27,15 +27,15 @@ def atomic_torch_save(obj: Any, path: str | Path) -> None:
 
 def rng_state() -> dict[str, Any]:
     state = {"torch": torch.get_rng_state()}
-    if torch.cuda.is_available():
-        state["cuda"] = torch.cuda.get_rng_state_all()
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        state["cuda"] = torch.cuda.get_rng_state()  # this process's device only: GPU counts may differ on resume
     return state
 
 
 def set_rng_state(state: dict[str, Any]) -> None:
     torch.set_rng_state(state["torch"])
     if "cuda" in state and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(state["cuda"])
+        torch.cuda.set_rng_state(state["cuda"])
 
 
 def save_training_checkpoint(output_dir: str | Path, name: str, model: torch.nn.Module,
@@ -73,10 +73,17 @@ def load_checkpoint(path: str | Path) -> dict[str, Any]:
     return data if "model" in data else {"model": data}
 
 
-def load_model_weights(model: torch.nn.Module, path: str | Path) -> None:
-    """Load the weights of a checkpoint or state_dict into ``model``, logging missing/unexpected keys."""
+def load_model_weights(model: torch.nn.Module, path: str | Path, require_all: bool = False) -> None:
+    """Load the weights of a checkpoint or state_dict into ``model``, logging missing/unexpected keys.
+
+    With ``require_all`` a key of the model missing from the file is an error (evaluating half-random weights
+    would print plausible-looking numbers).
+    """
     state = load_checkpoint(path)["model"]
     result = model.load_state_dict(state, strict=False)
+    if require_all and result.missing_keys:
+        raise RuntimeError(f"{path} lacks {len(result.missing_keys)} of the model's weights (e.g. "
+                           f"{result.missing_keys[:3]}): is it a checkpoint of this config's model?")
     if result.missing_keys:
         logger.warning("%s: %d model keys not in the file, e.g. %s", path, len(result.missing_keys),
                        result.missing_keys[:5])

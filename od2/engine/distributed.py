@@ -29,18 +29,18 @@ def is_main_process() -> bool:
     return get_rank() == 0
 
 
-def init_distributed(device_type: str, timeout_minutes: int = 30) -> torch.device:
+def init_distributed(device: torch.device, timeout_minutes: int = 30) -> torch.device:
     """Join the process group torchrun describes (if any) and return this process's device.
 
-    ``device_type`` is "cuda" or "cpu"; with CUDA each process takes GPU ``LOCAL_RANK``.
+    ``device`` is the configured device; under torchrun each CUDA process takes GPU ``LOCAL_RANK``, otherwise
+    ``cuda:N`` keeps its index.
     """
     launched_by_torchrun = "TORCHELASTIC_RUN_ID" in os.environ or "MASTER_ADDR" in os.environ
-    local_rank = int(os.environ.get("LOCAL_RANK", "0"))
+    device_type = device.type
     if device_type == "cuda":
-        torch.cuda.set_device(local_rank)
-        device = torch.device("cuda", local_rank)
-    else:
-        device = torch.device("cpu")
+        index = int(os.environ.get("LOCAL_RANK", "0")) if launched_by_torchrun else (device.index or 0)
+        torch.cuda.set_device(index)
+        device = torch.device("cuda", index)
     if launched_by_torchrun and not is_distributed():  # even for one process, so DDP/NCCL paths are the same
         backend = "nccl" if device_type == "cuda" else "gloo"
         kwargs = {"device_id": device} if device_type == "cuda" else {}

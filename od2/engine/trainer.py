@@ -26,7 +26,7 @@ from od2.evaluation.evaluate import evaluate_model
 from od2.modeling.build import build_model
 
 from . import distributed as dist
-from .checkpoint import last_checkpoint, load_checkpoint, save_training_checkpoint, set_rng_state
+from .checkpoint import LAST_CHECKPOINT, last_checkpoint, load_checkpoint, save_training_checkpoint, set_rng_state
 from .lr_schedule import LRSchedule
 from .setup import load_initial_weights, resolve_device, set_seed
 
@@ -48,7 +48,7 @@ class Trainer:
 
     def __init__(self, cfg: CfgNode):
         self.cfg = cfg
-        self.device = dist.init_distributed(resolve_device(cfg.MODEL.DEVICE).type)
+        self.device = dist.init_distributed(resolve_device(cfg.MODEL.DEVICE))
         self.output_dir = Path(cfg.OUTPUT_DIR)
         set_seed(cfg.SEED + dist.get_rank())
         self.train_data = load_datasets(cfg.DATASETS.TRAIN, cfg)
@@ -78,7 +78,11 @@ class Trainer:
         """With ``resume``, restore everything from the last checkpoint in OUTPUT_DIR (if one exists)."""
         path = last_checkpoint(self.output_dir) if resume else None
         if resume and path is None:
-            logger.info("--resume: no checkpoint in %s, starting from iteration 0", self.output_dir)
+            if (self.output_dir / LAST_CHECKPOINT).is_file():
+                logger.warning("--resume: the checkpoint %s/%s names is missing; starting from iteration 0",
+                               self.output_dir, LAST_CHECKPOINT)
+            else:
+                logger.info("--resume: no checkpoint in %s, starting from iteration 0", self.output_dir)
         if path is None:
             return
         state = load_checkpoint(path)
@@ -118,7 +122,7 @@ class Trainer:
                 bar.set_postfix({k.removeprefix("loss_"): f"{v:.3f}" for k, v in losses.items()}
                                 | {"lr": f"{self.optimizer.param_groups[0]['lr']:.2e}"}, refresh=False)
                 done = iteration + 1
-                if dist.is_main_process() and (done % cfg.LOG_PERIOD == 0 or done == max_iter):
+                if dist.is_main_process() and ((cfg.LOG_PERIOD and done % cfg.LOG_PERIOD == 0) or done == max_iter):
                     record = {"iteration": done, **losses, "lr": self.optimizer.param_groups[0]["lr"],
                               "data_time": round(data_time, 4), "time": round(bar.format_dict["elapsed"], 2)}
                     metrics_file.write(json.dumps(record) + "\n")
@@ -156,7 +160,8 @@ class Trainer:
             raise NonFiniteLossError(
                 f"loss is not finite at iteration {iteration} ({reduced}); stopped training. The state before "
                 f"this iteration is saved in {path}. Try a lower SOLVER.BASE_LR, a longer SOLVER.WARMUP_ITERS "
-                f"or SOLVER.CLIP_NORM."
+                f"or SOLVER.CLIP_NORM; --resume starts from that state and replays the same batches, so change the "
+                f"config first."
             )
         self.optimizer.zero_grad(set_to_none=True)
         total.backward()

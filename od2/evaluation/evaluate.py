@@ -27,6 +27,11 @@ def evaluate_model(cfg: CfgNode, model: torch.nn.Module, device: torch.device, d
     returns the summary dict on rank 0 (None on the other ranks).
     """
     info = load_datasets([dataset_name], cfg)
+    num_classes = getattr(model, "num_classes", len(info.category_ids))
+    if num_classes != len(info.category_ids):
+        raise ValueError(f"the model predicts {num_classes} classes but {dataset_name} has "
+                         f"{len(info.category_ids)} ({info.class_names}); evaluate on a dataset with the "
+                         f"training classes")
     loader = build_test_loader_from_cfg(cfg, info.records)
     result = run_inference(model, loader, device, list(info.category_ids), progress=not quiet)
     if not dist.is_main_process():
