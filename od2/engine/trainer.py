@@ -20,9 +20,9 @@ from torch.nn.parallel import DistributedDataParallel
 from tqdm import tqdm
 
 from od2.config import CfgNode
-from od2.layers.norms import convert_sync_batchnorm
 from od2.data.setup import build_train_loader_from_cfg, load_datasets
 from od2.evaluation.evaluate import evaluate_model
+from od2.layers.norms import convert_sync_batchnorm
 from od2.modeling.build import build_model
 
 from . import distributed as dist

@@ -11,6 +11,7 @@ from __future__ import annotations
 from typing import Callable
 
 import torch.nn as nn
+
 from od2.layers.frozen_bn import FrozenBatchNorm2d
 
 GN_GROUPS = 32

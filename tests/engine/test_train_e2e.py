@@ -81,7 +81,6 @@ def test_resume_continues_as_if_never_stopped(digits_root, tmp_path):
     # Simulate a crash after the iteration-3 checkpoint: drop the later state and resume.
     (split / "model_final.pth").unlink()
     (split / "last_checkpoint").write_text("model_0000003.pth")
-    shutil.copy(split / "metrics.jsonl", split / "metrics.full.jsonl")
     Trainer(tiny_cfg(split, "SOLVER.MAX_ITER=6", "SOLVER.CHECKPOINT_PERIOD=3")).train(resume=True)
     a = load_checkpoint(straight / "model_final.pth")
     b = load_checkpoint(split / "model_final.pth")
@@ -122,7 +121,7 @@ def _run(cmd: list[str], cwd: Path, timeout: int = 600) -> subprocess.CompletedP
     return subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout)
 
 
-def _write_tiny_config(digits_root: Path, path: Path, run_dir: Path, extra: list[str] = ()) -> Path:
+def _write_tiny_config(path: Path, run_dir: Path, extra: list[str] = ()) -> Path:
     """The tiny config as a YAML file (catalog registrations are per process: subprocesses register the
     datasets again through tests/engine/run_registered.py)."""
     cfg = load_config(None, TINY + [f"OUTPUT_DIR={run_dir}", *extra])
@@ -135,7 +134,7 @@ def test_torchrun_two_processes_gloo(digits_root, tmp_path):
     torchrun = shutil.which("torchrun", path=str(Path(sys.executable).parent))
     assert torchrun, "torchrun comes with torch"
     run_dir = tmp_path / "run"
-    config = _write_tiny_config(digits_root, tmp_path / "cfg.yaml", run_dir,
+    config = _write_tiny_config(tmp_path / "cfg.yaml", run_dir,
                                 ["SOLVER.MAX_ITER=4", "TEST.EVAL_PERIOD=4", "SOLVER.IMS_PER_BATCH=2"])
     cmd = [torchrun, "--nproc_per_node=2", "--standalone", "-m", "tests.engine.run_registered", str(digits_root),
            "train", "--config", str(config)]
@@ -152,7 +151,7 @@ def test_cli_eval_and_eval_json(digits_root, tmp_path, capsys):
     from od2.cli import main
 
     Trainer(tiny_cfg(tmp_path / "run", "SOLVER.MAX_ITER=2")).train()
-    config = _write_tiny_config(digits_root, tmp_path / "cfg.yaml", tmp_path / "run")
+    config = _write_tiny_config(tmp_path / "cfg.yaml", tmp_path / "run")
     assert main(["eval", "--config", str(config), "--weights", str(tmp_path / "run" / "model_final.pth"),
                  "--vis", "2"]) == 0
     out = capsys.readouterr().out
