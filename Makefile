@@ -29,6 +29,7 @@ test: install
 
 bench: install
 	$(PY) benchmarks/cpu_speed.py
+	$(PY) benchmarks/head_norms.py
 
 clean-demo:
 	rm -rf $(DEMO_OUT)

@@ -7,26 +7,14 @@ channels_last, measured back to back in one process so the ratios hold on a shar
 from __future__ import annotations
 
 import argparse
-import statistics
-import time
 
 import torch
+from timing import median_seconds
 
 from od2.config import load_config
 from od2.modeling.build import build_model
 
 CONFIG = "configs/digits/retinanet_lite0.yaml"
-
-
-def median_seconds(fn, iters: int, warmup: int = 2) -> float:
-    for _ in range(warmup):
-        fn()
-    times = []
-    for _ in range(iters):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
 
 
 def measure(channels_last: bool, args: argparse.Namespace) -> tuple[float, float]:

@@ -8,11 +8,10 @@ per image at short side 576, batch 1. Prints a Markdown table. Needs one CUDA GP
 from __future__ import annotations
 
 import argparse
-import statistics
-import time
 
 import torch
 import torchvision
+from timing import median_seconds
 from torchvision.models.detection import retinanet_resnet50_fpn
 
 from od2.config import load_config
@@ -37,20 +36,6 @@ def random_targets(batch: int, device: torch.device, num_boxes: int = 8) -> tupl
 def _sync() -> None:
     if torch.cuda.is_available():
         torch.cuda.synchronize()
-
-
-def timed(fn, iters: int, warmup: int = 5) -> float:
-    """Median seconds of ``fn`` over ``iters`` runs, the GPU synchronised around each."""
-    for _ in range(warmup):
-        fn()
-    times = []
-    for _ in range(iters):
-        _sync()
-        start = time.perf_counter()
-        fn()
-        _sync()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
 
 
 def od2_model(device: torch.device) -> torch.nn.Module:
@@ -78,13 +63,13 @@ def bench_train(model, step_inputs, iters: int, amp: bool) -> float:
         torch.nn.utils.clip_grad_norm_(params, 32.0)
         opt.step()
 
-    return timed(step, iters)
+    return median_seconds(step, iters, warmup=5, sync=_sync)
 
 
 @torch.no_grad()
 def bench_infer(model, infer, iters: int) -> float:
     model.eval()
-    return timed(infer, iters)
+    return median_seconds(infer, iters, warmup=5, sync=_sync)
 
 
 def main() -> None:

@@ -1,6 +1,7 @@
 """Building blocks shared by backbones, necks and heads."""
 
 from .activations import get_activation
-from .norms import get_norm, norm_uses_bias
+from .conv_norm import ConvNormAct, NormAct
+from .norms import get_norm, norm_includes_activation, norm_uses_bias
 
-__all__ = ["get_activation", "get_norm", "norm_uses_bias"]
+__all__ = ["ConvNormAct", "NormAct", "get_activation", "get_norm", "norm_includes_activation", "norm_uses_bias"]

@@ -1,9 +1,17 @@
 """One factory for every normalisation layer: ``get_norm(name, channels)``.
 
-Names (case-sensitive, as in configs): ``""`` (none), ``"BN"``, ``"SyncBN"`` (BN that
-:func:`torch.nn.SyncBatchNorm.convert_sync_batchnorm` turns into cross-process BN under DDP),
-``"FrozenBN"`` (fixed statistics and affine, :mod:`od2.layers.frozen_bn`), ``"GN"`` (32 groups).
-More come with later work (EvoNorm-S0, spectral norm, switchable norm) as entries of ``NORMS``.
+Names (as in configs; see docs/config.md):
+
+- ``""`` none; ``"BN"``; ``"SyncBN"`` (BN that :func:`convert_sync_batchnorm` turns into cross-process BN under
+  DDP); ``"FrozenBN"`` (fixed statistics and affine, :mod:`od2.layers.frozen_bn`); ``"GN"`` (32 groups; alias
+  ``"GNV0"``, the original's name for the same maths);
+- ``"EvoNormS0"`` (alias ``"evo_norm_s0"``): a norm that includes its activation (``includes_activation``);
+- ``"SN"`` (alias ``"SpectralNorm"``): spectral normalisation of the preceding conv, called as
+  ``layer(y, conv.weight)`` (``takes_conv_weight``);
+- ``"SwitchNorm"``: switchable normalisation (Luo et al. 2018), which the log's "SN" is *not*.
+
+Modules that place a norm after a conv go through :class:`od2.layers.conv_norm.NormAct`, which knows the
+two special kinds.
 """
 
 from __future__ import annotations
@@ -12,16 +20,17 @@ from typing import Callable
 
 import torch.nn as nn
 
-from od2.layers.frozen_bn import FrozenBatchNorm2d
+from .evonorm import EvoNormS0
+from .frozen_bn import FrozenBatchNorm2d
+from .groups import num_groups
+from .spectral_norm import SpectralNorm2d
+from .switch_norm import SwitchNorm2d
 
 GN_GROUPS = 32
 
 
 def _group_norm(channels: int) -> nn.Module:
-    groups = GN_GROUPS
-    while channels % groups:  # small necks (e.g. 24 channels) still get a valid GN
-        groups //= 2
-    return nn.GroupNorm(groups, channels)
+    return nn.GroupNorm(num_groups(channels, GN_GROUPS), channels)
 
 
 class SyncBatchNorm2d(nn.BatchNorm2d):
@@ -33,7 +42,16 @@ NORMS: dict[str, Callable[[int], nn.Module]] = {
     "SyncBN": SyncBatchNorm2d,
     "FrozenBN": FrozenBatchNorm2d,
     "GN": _group_norm,
+    "GNV0": _group_norm,
+    "EvoNormS0": EvoNormS0,
+    "evo_norm_s0": EvoNormS0,
+    "SN": SpectralNorm2d,
+    "SpectralNorm": SpectralNorm2d,
+    "SwitchNorm": SwitchNorm2d,
 }
+NO_NORM = ("", "none", "None")
+NORM_MODULE_TYPES: tuple[type, ...] = (nn.modules.batchnorm._NormBase, nn.GroupNorm, nn.LayerNorm,
+                                       FrozenBatchNorm2d, EvoNormS0, SpectralNorm2d, SwitchNorm2d)
 
 
 def get_norm(name: str | Callable[[int], nn.Module], channels: int) -> nn.Module | None:
@@ -43,7 +61,7 @@ def get_norm(name: str | Callable[[int], nn.Module], channels: int) -> nn.Module
     """
     if callable(name):
         return name(channels)
-    if name in ("", "none", "None"):
+    if name in NO_NORM:
         return None
     try:
         return NORMS[name](channels)
@@ -51,9 +69,19 @@ def get_norm(name: str | Callable[[int], nn.Module], channels: int) -> nn.Module
         raise ValueError(f"unknown norm {name!r}; choose one of {[''] + sorted(NORMS)}") from None
 
 
+def norm_includes_activation(name: str | Callable) -> bool:
+    """Whether the norm ``name`` is a norm-activation layer (EvoNorm-S0): no separate activation follows it."""
+    return not callable(name) and name not in NO_NORM and getattr(NORMS.get(name), "includes_activation", False)
+
+
+def is_norm_module(module: nn.Module) -> bool:
+    """Whether ``module`` is a normalisation layer (its parameters get SOLVER.WEIGHT_DECAY_NORM)."""
+    return isinstance(module, NORM_MODULE_TYPES)
+
+
 def norm_uses_bias(name: str | Callable) -> bool:
     """Whether a conv followed by this norm needs its own bias (only when there is no norm)."""
-    return not callable(name) and name in ("", "none", "None")
+    return not callable(name) and name in NO_NORM
 
 
 def convert_sync_batchnorm(module: nn.Module) -> nn.Module:

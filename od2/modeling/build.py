@@ -7,7 +7,7 @@ import logging
 import torch.nn as nn
 
 from od2.config import CfgNode
-from od2.layers import get_norm
+from od2.layers import get_norm, norm_includes_activation
 
 from .anchors import AnchorGenerator
 from .backbones import build_backbone
@@ -35,6 +35,15 @@ def build_backbone_from_cfg(cfg: CfgNode) -> nn.Module:
                           freeze_at=cfg.MODEL.BACKBONE.FREEZE_AT)
 
 
+def warn_unused_activations(cfg: CfgNode) -> None:
+    """Say so when a norm that includes its activation (EvoNorm-S0) makes an ACTIVATION_FN key moot."""
+    for key in ("FPN", "RETINANET"):
+        section = cfg.MODEL[key]
+        if norm_includes_activation(section.NORM) and section.ACTIVATION_FN not in ("NA", ""):
+            logger.warning("MODEL.%s.NORM %s includes its activation: MODEL.%s.ACTIVATION_FN %r is not applied "
+                           "(set it to NA to silence this)", key, section.NORM, key, section.ACTIVATION_FN)
+
+
 def build_model(cfg: CfgNode, num_classes: int) -> RetinaNet:
     """RetinaNet for ``num_classes`` classes as the config describes (MODEL.RETINANET.NUM_CLASSES > 0 wins)."""
     model_cfg = cfg.MODEL
@@ -42,6 +51,7 @@ def build_model(cfg: CfgNode, num_classes: int) -> RetinaNet:
         raise ValueError(f"MODEL.META_ARCHITECTURE {model_cfg.META_ARCHITECTURE!r} is not available; use 'RetinaNet'")
     head_cfg = model_cfg.RETINANET
     num_classes = head_cfg.NUM_CLASSES or num_classes
+    warn_unused_activations(cfg)
     backbone = build_backbone_from_cfg(cfg)
     fpn_in = {name: backbone.out_channels[name] for name in model_cfg.FPN.IN_FEATURES}
     # Only build the stride-2 levels above the inputs that the head uses (unused ones would break DDP).

@@ -13,7 +13,7 @@ import torch.nn.functional as F
 from .anchors import AnchorGenerator
 from .box_coder import BoxCoder
 from .losses import box_loss_sum, focal_loss_sum
-from .matcher import POSITIVE, NEGATIVE, Matcher, batched_box_iou, pad_boxes
+from .matcher import NEGATIVE, POSITIVE, Matcher, batched_box_iou, pad_boxes
 from .postprocess import detect
 from .retinanet_head import RetinaNetHead
 
@@ -79,13 +79,18 @@ class RetinaNet(nn.Module):
         """
         logits, deltas, anchors = self.raw_outputs(self.normalize(images))
         if targets is not None:
-            return self.losses(logits, deltas, anchors, targets["boxes"], targets["labels"])
+            return self.losses(logits, deltas, anchors, targets["boxes"], targets["labels"], image_sizes)
         return detect(logits, deltas, anchors, image_sizes, self.box_coder, score_thresh=self.score_thresh,
                       topk=self.topk_candidates, nms_thresh=self.nms_thresh, max_detections=self.max_detections)
 
     def losses(self, logits: list[torch.Tensor], deltas: list[torch.Tensor], anchors: list[torch.Tensor],
-               gt_boxes: list[torch.Tensor], gt_labels: list[torch.Tensor]) -> dict[str, torch.Tensor]:
-        """Focal loss and box loss, each summed and divided by the batch's number of positive anchors."""
+               gt_boxes: list[torch.Tensor], gt_labels: list[torch.Tensor],
+               image_sizes: torch.Tensor) -> dict[str, torch.Tensor]:
+        """Focal loss and box loss, each summed and divided by the batch's number of positive anchors.
+
+        For the IoU losses the decoded boxes are clipped to their image (``image_sizes`` [B, 2] as (h, w)) with
+        no gradient through the clipped coordinates, as the original's RetinaNetGIOUOutputs (original-spec §5).
+        """
         all_anchors = torch.cat(anchors)  # [A, 4]
         logits = torch.cat(logits, dim=1)  # [B, A, K]
         deltas = torch.cat(deltas, dim=1)  # [B, A, 4]
@@ -109,8 +114,16 @@ class RetinaNet(nn.Module):
             self.box_loss_type,
             pred_deltas=pos_deltas,
             target_deltas=None if iou_loss else self.box_coder.encode(pos_anchors, pos_gt),
-            pred_boxes=self.box_coder.decode(pos_anchors, pos_deltas) if iou_loss else None,
+            pred_boxes=self.clip_to_images(self.box_coder.decode(pos_anchors, pos_deltas), image_sizes,
+                                           positive) if iou_loss else None,
             target_boxes=pos_gt if iou_loss else None,
             smooth_l1_beta=self.smooth_l1_beta,
         )
         return {"loss_cls": loss_cls / num_pos, "loss_box_reg": self.box_loss_scale * loss_box / num_pos}
+
+    @staticmethod
+    def clip_to_images(boxes: torch.Tensor, image_sizes: torch.Tensor, positive: torch.Tensor) -> torch.Tensor:
+        """Clip XYXY ``boxes`` [P, 4] of the anchors ``positive`` [B, A] marks to their image's (w, h)."""
+        limits = image_sizes.to(boxes.device).flip(-1).repeat(1, 2).to(boxes.dtype)  # [B, 4] as (w, h, w, h)
+        per_box = limits[:, None].expand(-1, positive.shape[1], -1)[positive]  # [P, 4]
+        return torch.minimum(boxes.clamp(min=0), per_box)

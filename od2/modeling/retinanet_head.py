@@ -11,26 +11,24 @@ import math
 import torch
 import torch.nn as nn
 
-from od2.layers import get_activation, get_norm, norm_uses_bias
+from od2.layers import NormAct, norm_uses_bias
 
 
 class SharedTower(nn.Module):
-    """``num_convs`` x (shared 3x3 conv -> per-level norm -> activation), [B, C, H, W] -> [B, C, H, W]."""
+    """``num_convs`` x (shared 3x3 conv -> per-level norm and activation), [B, C, H, W] -> [B, C, H, W]."""
 
     def __init__(self, channels: int, num_convs: int, num_levels: int, norm: str, activation: str):
         super().__init__()
         self.convs = nn.ModuleList(
             nn.Conv2d(channels, channels, 3, padding=1, bias=norm_uses_bias(norm)) for _ in range(num_convs)
         )
-        self.norms = nn.ModuleList(
-            nn.ModuleList(get_norm(norm, channels) or nn.Identity() for _ in range(num_levels))
-            for _ in range(num_convs)
+        self.norm_acts = nn.ModuleList(
+            nn.ModuleList(NormAct(norm, channels, activation) for _ in range(num_levels)) for _ in range(num_convs)
         )
-        self.act = get_activation(activation)
 
     def forward(self, x: torch.Tensor, level: int) -> torch.Tensor:
-        for conv, norms in zip(self.convs, self.norms):
-            x = self.act(norms[level](conv(x)))
+        for conv, norm_acts in zip(self.convs, self.norm_acts):
+            x = norm_acts[level](conv(x), conv.weight)
         return x
 
 

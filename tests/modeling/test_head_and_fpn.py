@@ -10,6 +10,9 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from od2.layers import get_norm
+from od2.layers.evonorm import EvoNormS0
+from od2.layers.spectral_norm import SpectralNorm2d
+from od2.layers.switch_norm import SwitchNorm2d
 from od2.modeling.anchors import AnchorGenerator
 from od2.modeling.necks.fpn import FPN
 from od2.modeling.retinanet_head import RetinaNetHead
@@ -25,8 +28,11 @@ def conv_modules(module: nn.Module) -> list[nn.Conv2d]:
     return [m for m in module.modules() if isinstance(m, nn.Conv2d)]
 
 
-@pytest.mark.parametrize("norm,norm_type", [("BN", nn.BatchNorm2d), ("GN", nn.GroupNorm)])
-def test_convs_shared_norms_per_level(norm, norm_type):
+@pytest.mark.parametrize("norm,norm_type,params_per_norm", [
+    ("BN", nn.BatchNorm2d, 2 * C), ("GN", nn.GroupNorm, 2 * C), ("EvoNormS0", EvoNormS0, 3 * C),
+    ("SN", SpectralNorm2d, 2 * C), ("SwitchNorm", SwitchNorm2d, 2 * C + 6),
+])
+def test_convs_shared_norms_per_level(norm, norm_type, params_per_norm):
     num_convs, num_levels = 3, 5
     head = make_head(norm, num_levels=num_levels, num_convs=num_convs)
     for tower in (head.cls_tower, head.box_tower):
@@ -42,14 +48,14 @@ def test_convs_shared_norms_per_level(norm, norm_type):
         conv = sum(p.numel() for m in conv_modules(h) for p in m.parameters())
         return conv, sum(p.numel() for p in h.parameters()) - conv
     (conv3, norm3), (conv5, norm5) = counts(3), counts(5)
-    assert conv3 == conv5 and norm5 - norm3 == 2 * 2 * num_convs * 2 * C  # 2 towers, gamma+beta, 2 extra levels
+    assert conv3 == conv5 and norm5 - norm3 == 2 * 2 * num_convs * params_per_norm  # 2 towers, 2 extra levels
 
 
 def test_bn_statistics_are_per_level():
     head = make_head("BN", num_levels=2, num_convs=1).train()
     feats = [torch.randn(2, C, 4, 4), torch.randn(2, C, 3, 3) * 5 + 3]
     head(feats)
-    bn0, bn1 = head.cls_tower.norms[0][0], head.cls_tower.norms[0][1]
+    bn0, bn1 = head.cls_tower.norm_acts[0][0].norm, head.cls_tower.norm_acts[0][1].norm
     assert not torch.allclose(bn0.running_mean, bn1.running_mean)
     assert bn0.num_batches_tracked.item() == bn1.num_batches_tracked.item() == 1
 
@@ -168,8 +174,8 @@ def test_fpn_matches_manual_top_down():
     feats = odd_features(1)
     out = fpn(feats)
 
-    def conv(seq_or_conv, x, stride=1):
-        c = seq_or_conv if isinstance(seq_or_conv, nn.Conv2d) else seq_or_conv[0]
+    def conv(block_or_conv, x, stride=1):
+        c = block_or_conv if isinstance(block_or_conv, nn.Conv2d) else block_or_conv.conv
         return F.conv2d(x, c.weight, c.bias, stride=stride, padding=c.kernel_size[0] // 2)
 
     m5 = conv(fpn.lateral[2], feats["C5"])

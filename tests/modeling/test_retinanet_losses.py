@@ -9,7 +9,7 @@ import torch
 import torch.nn as nn
 from torchvision.models.detection._utils import BoxCoder as TVBoxCoder
 from torchvision.models.detection._utils import Matcher as TVMatcher
-from torchvision.ops import box_iou, generalized_box_iou_loss
+from torchvision.ops import box_iou, clip_boxes_to_image, generalized_box_iou_loss
 
 from od2.modeling.anchors import AnchorGenerator
 from od2.modeling.box_coder import BoxCoder
@@ -132,7 +132,7 @@ def test_batch_without_any_boxes():
     assert all(torch.isfinite(p.grad).all() for p in model.parameters() if p.grad is not None)
 
 
-@pytest.mark.parametrize("head_norm", ["", "GN"])
+@pytest.mark.parametrize("head_norm", ["", "GN", "EvoNormS0", "SN", "SwitchNorm"])
 def test_gradients_reach_all_parameters(head_norm):
     model = build(head_norm=head_norm)
     images, image_sizes, targets = batch()
@@ -148,7 +148,7 @@ def test_gradients_reach_all_parameters(head_norm):
     else:
         # GN on 16 channels has 1 channel per group: on the 1x1 P7 map its output is the constant beta, so P7's
         # conv and GN gamma get exactly zero gradient; a level without positives gives zero to its box-tower GN.
-        assert all(name.startswith(("neck.extra.1.", "head.cls_tower.norms.", "head.box_tower.norms."))
+        assert all(name.startswith(("neck.extra.1.", "head.cls_tower.norm_acts.", "head.box_tower.norm_acts."))
                    for name in zero), zero
         assert not [name for name in zero if name.startswith(("backbone.", "head.cls_score", "head.bbox_pred"))]
 
@@ -179,8 +179,21 @@ def test_giou_loss_value():
         pos = matches >= 0
         num_pos += int(pos.sum())
         pred = tv_coder.decode_single(deltas[i][pos], anchors[pos])
+        height, width = image_sizes[i].tolist()
+        pred = clip_boxes_to_image(pred, (height, width))  # original-spec §5: decoded boxes clipped to the image
         total += generalized_box_iou_loss(pred, gt[matches[pos]], reduction="sum").item()
     assert losses["loss_box_reg"].item() == pytest.approx(total / num_pos, rel=1e-4)
+
+
+def test_iou_loss_boxes_clipped_to_their_image_without_gradient_where_clipped():
+    positive = torch.tensor([[True, False, True], [False, True, False]])  # 2 images, 3 anchors
+    image_sizes = torch.tensor([[50, 80], [30, 40]])  # (h, w)
+    boxes = torch.tensor([[-5.0, 10, 90, 40], [10, 5, 20, 49], [30, -2, 60, 35]], requires_grad=True)
+    clipped = RetinaNet.clip_to_images(boxes, image_sizes, positive)
+    expected = torch.tensor([[0.0, 10, 80, 40], [10, 5, 20, 49], [30, 0, 40, 30]])
+    torch.testing.assert_close(clipped, expected)
+    clipped.sum().backward()
+    torch.testing.assert_close(boxes.grad, (boxes.detach() == expected).float())
 
 
 def test_inference_limits():

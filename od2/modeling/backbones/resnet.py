@@ -6,8 +6,8 @@ from collections.abc import Callable
 
 import torchvision
 from torch import Tensor, nn
-from od2.layers.frozen_bn import FrozenBatchNorm2d
 
+from od2.layers.frozen_bn import FrozenBatchNorm2d
 from od2.modeling.backbones.utils import convert_to_frozen_bn
 
 __all__ = ["ResNetBackbone"]

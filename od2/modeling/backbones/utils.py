@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 
 import torch
 from torch import nn
+
 from od2.layers.frozen_bn import FrozenBatchNorm2d
 
 logger = logging.getLogger(__name__)

@@ -12,21 +12,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from od2.layers import get_activation, get_norm, norm_uses_bias
-
-
-class ConvNormAct(nn.Sequential):
-    """conv (bias only without a norm) -> norm -> activation, [B, Cin, H, W] -> [B, Cout, H', W']."""
-
-    def __init__(self, cin: int, cout: int, kernel: int, stride: int = 1, norm: str = "", act: str = "relu"):
-        layers: list[nn.Module] = [
-            nn.Conv2d(cin, cout, kernel, stride, padding=kernel // 2, bias=norm_uses_bias(norm))
-        ]
-        norm_layer = get_norm(norm, cout)
-        if norm_layer is not None:
-            layers.append(norm_layer)
-        layers.append(get_activation(act))
-        super().__init__(*layers)
+from od2.layers import ConvNormAct
 
 
 class FPN(nn.Module):
@@ -47,7 +33,7 @@ class FPN(nn.Module):
         first_level = int(self.in_features[0][1:])
         self.lateral = nn.ModuleList(nn.Conv2d(c, out_channels, 1) for c in in_channels.values())
         self.output = nn.ModuleList(
-            ConvNormAct(out_channels, out_channels, 3, norm=norm, act=activation) for _ in in_channels
+            ConvNormAct(out_channels, out_channels, 3, norm=norm, activation=activation) for _ in in_channels
         )
         extra_in = in_channels[self.in_features[-1]]
         self.extra = nn.ModuleList()
