@@ -1,4 +1,4 @@
-"""The ``od2`` command line: ``od2 train | eval | eval-json``.
+"""The ``od2`` command line: ``od2 train | eval | eval-json | lr-plot``.
 
 Every command that takes ``--config FILE`` also takes trailing ``KEY=VALUE`` overrides, e.g.
 ``od2 train --config configs/digits/retinanet_lite0.yaml SOLVER.MAX_ITER=200 OUTPUT_DIR=output/try``.
@@ -21,6 +21,7 @@ EPILOG = """examples:
   torchrun --nproc_per_node=4 -m od2.cli train --config configs/coco/RetinaNet-GN.yaml
   od2 eval --config configs/digits/retinanet_lite0.yaml --weights output/digits/model_final.pth --vis 8
   od2 eval-json --gt annotations.json --dt detections.json
+  od2 lr-plot --config configs/coco/RetinaNet-BN.yaml --log-y SOLVER.LR_DECAY_TYPE=cosine
 Config keys are documented in docs/config.md; any of them can be overridden as KEY=VALUE."""
 
 
@@ -56,6 +57,17 @@ def build_parser() -> argparse.ArgumentParser:
     eval_json.add_argument("--gt", required=True, help="COCO-format ground truth json")
     eval_json.add_argument("--dt", required=True, help="COCO results json (list of image_id, category_id, bbox, score)")
     eval_json.add_argument("--out", help="write the summary json here")
+
+    lr_plot = sub.add_parser(
+        "lr-plot", help="draw the config's learning-rate schedule to a PNG (no training, no data needed)",
+        description="Evaluate the LR schedule that `od2 train` would use (SOLVER.LR_DECAY_TYPE, BASE_LR, "
+                    "WARMUP_ITERS, WARMUP_FACTOR, STEPS, GAMMA, MIN_LR, MAX_ITER) over iterations "
+                    "0..MAX_ITER-1, draw LR against iteration with dotted lines at the end of warmup and at "
+                    "each piecewise step, print the PNG's path and the LR at the landmark iterations "
+                    "(start, end of warmup, each step, last iteration).")
+    _add_config_args(lr_plot)
+    lr_plot.add_argument("--out", help="PNG to write (default: OUTPUT_DIR/lr_schedule.png)")
+    lr_plot.add_argument("--log-y", action="store_true", help="logarithmic LR axis (shows small LRs and MIN_LR)")
     return parser
 
 
@@ -117,12 +129,29 @@ def cmd_eval_json(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_lr_plot(args: argparse.Namespace) -> int:
+    from od2.engine.lr_schedule import LRSchedule
+    from od2.utils.lr_plot import format_landmarks, plot_schedule
+
+    cfg = load_config(args.config, args.opts)
+    try:
+        schedule = LRSchedule.from_cfg(cfg.SOLVER)
+        out = Path(args.out) if args.out else Path(cfg.OUTPUT_DIR) / "lr_schedule.png"
+        path = plot_schedule(schedule, out, title=f"{args.config}: LR_DECAY_TYPE={schedule.decay_type}",
+                             log_y=args.log_y)
+    except ValueError as exc:  # unknown LR_DECAY_TYPE, MAX_ITER < 1
+        raise ConfigError(f"{args.config}: {exc}") from exc
+    print(f"LR schedule drawn: {path}")
+    print(format_landmarks(schedule))
+    return 0
+
+
 def dist_rank_from_env() -> int:
     import os
     return int(os.environ.get("RANK", "0"))
 
 
-COMMANDS = {"train": cmd_train, "eval": cmd_eval, "eval-json": cmd_eval_json}
+COMMANDS = {"train": cmd_train, "eval": cmd_eval, "eval-json": cmd_eval_json, "lr-plot": cmd_lr_plot}
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
