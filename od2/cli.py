@@ -49,6 +49,9 @@ def build_parser() -> argparse.ArgumentParser:
     _add_config_args(evaluate)
     evaluate.add_argument("--weights", help="checkpoint to evaluate (default: MODEL.WEIGHTS, else "
                                             "OUTPUT_DIR/model_final.pth)")
+    evaluate.add_argument("--raw-weights", action="store_true",
+                          help="evaluate the trained weights even when the checkpoint also holds EMA weights "
+                               "(MODEL.EMA.ENABLED runs; the EMA weights are the default)")
     evaluate.add_argument("--vis", type=int, default=0, metavar="N",
                           help="also draw predictions on the first N test images to OUTPUT_DIR/eval/predictions.png")
     evaluate.add_argument("--vis-thresh", type=float, default=0.3, help="score threshold for --vis (default 0.3)")
@@ -104,7 +107,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
         raise ConfigError(f"{args.config}: DATASETS.TEST is empty; name the dataset to evaluate on")
     info = load_datasets([dataset], cfg)
     model = build_model(cfg, len(info.class_names)).to(device)
-    load_model_weights(model, weights, require_all=True)
+    load_model_weights(model, weights, require_all=True, prefer_ema=not args.raw_weights)
     out_dir = Path(cfg.OUTPUT_DIR) / "eval"
     try:
         evaluate_model(cfg, model, device, dataset, out_dir)

@@ -21,6 +21,11 @@ DEFAULTS: dict[str, Any] = {
         "PIXEL_MEAN": [],
         "PIXEL_STD": [],
         "CHANNELS_LAST": True,
+        "EMA": {
+            "ENABLED": False,
+            "DECAY": 0.9998,
+            "WARMUP": True,
+        },
         "BACKBONE": {
             "NAME": "resnet",
             "FREEZE_AT": 0,
@@ -81,6 +86,8 @@ DEFAULTS: dict[str, Any] = {
         "BASE_LR": 0.02,
         "MOMENTUM": 0.9,
         "WEIGHT_DECAY": 1e-4,
+        "WEIGHT_DECAY_NORM": 0.0,
+        "WEIGHT_DECAY_BIAS": -1.0,  # negative: the same as WEIGHT_DECAY (detectron2's None)
         "LR_DECAY_TYPE": "piecewise",
         "STEPS": [80000, 100000],
         "GAMMA": 0.1,
@@ -90,6 +97,7 @@ DEFAULTS: dict[str, Any] = {
         "WARMUP_FACTOR": 0.0,
         "CLIP_NORM": 32.0,
         "CHECKPOINT_PERIOD": 5000,
+        "AMP": "",
     },
     "TEST": {
         "EVAL_PERIOD": 0,

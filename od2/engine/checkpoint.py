@@ -1,7 +1,9 @@
 """Checkpoints: written atomically (temp file + rename), read with ``weights_only=True``.
 
-A training checkpoint holds the model, the optimizer, the next iteration to run and the torch RNG
-states; the data order needs no state because the sampler is a pure function of (seed, iteration).
+A training checkpoint holds the model ("model"), the optimizer, the next iteration to run and the torch RNG
+states, plus, when enabled, the EMA weights ("ema", "ema_updates": :mod:`od2.engine.ema`) and the fp16
+GradScaler state ("scaler"); the data order needs no state because the sampler is a pure function of
+(seed, iteration).
 """
 
 from __future__ import annotations
@@ -73,14 +75,18 @@ def load_checkpoint(path: str | Path) -> dict[str, Any]:
     return data if "model" in data else {"model": data}
 
 
-def load_model_weights(model: torch.nn.Module, path: str | Path, require_all: bool = False) -> None:
+def load_model_weights(model: torch.nn.Module, path: str | Path, require_all: bool = False,
+                       prefer_ema: bool = True) -> None:
     """Load the weights of a checkpoint or state_dict into ``model``, logging missing/unexpected keys.
 
+    A training checkpoint of a run with MODEL.EMA holds two sets: the raw weights under "model" and the EMA
+    weights under "ema"; ``prefer_ema`` loads the EMA ones when present (the log says which set was loaded).
     With ``require_all`` a key of the model missing from the file is an error (evaluating half-random weights
     would print plausible-looking numbers).
     """
-    state = load_checkpoint(path)["model"]
-    result = model.load_state_dict(state, strict=False)
+    data = load_checkpoint(path)
+    use_ema = prefer_ema and "ema" in data
+    result = model.load_state_dict(data["ema" if use_ema else "model"], strict=False)
     if require_all and result.missing_keys:
         raise RuntimeError(f"{path} lacks {len(result.missing_keys)} of the model's weights (e.g. "
                            f"{result.missing_keys[:3]}): is it a checkpoint of this config's model?")
@@ -90,4 +96,10 @@ def load_model_weights(model: torch.nn.Module, path: str | Path, require_all: bo
     if result.unexpected_keys:
         logger.warning("%s: %d keys in the file unused by the model, e.g. %s", path, len(result.unexpected_keys),
                        result.unexpected_keys[:5])
-    logger.info("loaded weights from %s", path)
+    if use_ema:
+        which = f"the EMA weights (after {data.get('ema_updates', '?')} updates)"
+    elif "ema" in data:
+        which = "the raw weights (prefer_ema=False; the file also holds EMA weights)"
+    else:
+        which = "the weights (no EMA weights in the file)"
+    logger.info("loaded %s from %s", which, path)

@@ -4,7 +4,11 @@
 ``SOLVER.MAX_ITER`` iterations, logs to a tqdm bar, ``metrics.jsonl`` and TensorBoard, saves atomic
 checkpoints every ``SOLVER.CHECKPOINT_PERIOD`` iterations and ``model_final.pth`` at the end, and evaluates
 every ``TEST.EVAL_PERIOD`` iterations. ``resume=True`` continues from ``OUTPUT_DIR/last_checkpoint`` as if
-the run had never stopped (model, optimizer, iteration, RNG and data order).
+the run had never stopped (model, optimizer, iteration, RNG, data order, EMA weights and GradScaler).
+
+``SOLVER.AMP`` runs the forward under ``torch.autocast`` (bf16, or fp16 with a ``GradScaler`` that unscales
+before clipping and skips steps with non-finite gradients); the loss values are fp32 either way.
+``MODEL.EMA.ENABLED`` keeps an EMA of the weights (:mod:`od2.engine.ema`) that the evaluations use.
 """
 
 from __future__ import annotations
@@ -13,13 +17,14 @@ import json
 import logging
 import math
 import time
+import warnings
 from pathlib import Path
 
 import torch
 from torch.nn.parallel import DistributedDataParallel
 from tqdm import tqdm
 
-from od2.config import CfgNode
+from od2.config import CfgNode, ConfigError
 from od2.data.setup import build_train_loader_from_cfg, load_datasets
 from od2.evaluation.evaluate import evaluate_model
 from od2.layers.norms import convert_sync_batchnorm
@@ -27,7 +32,9 @@ from od2.modeling.build import build_model
 
 from . import distributed as dist
 from .checkpoint import LAST_CHECKPOINT, last_checkpoint, load_checkpoint, save_training_checkpoint, set_rng_state
+from .ema import ModelEMA
 from .lr_schedule import LRSchedule
+from .optimizer import build_optimizer
 from .setup import load_initial_weights, resolve_device, set_seed
 
 logger = logging.getLogger(__name__)
@@ -37,10 +44,27 @@ class NonFiniteLossError(FloatingPointError):
     """Training produced a NaN or infinite loss."""
 
 
-def build_optimizer(model: torch.nn.Module, solver: CfgNode) -> torch.optim.SGD:
-    """SGD with momentum over the trainable parameters (weight decay on all of them)."""
-    params = [p for p in model.parameters() if p.requires_grad]
-    return torch.optim.SGD(params, lr=solver.BASE_LR, momentum=solver.MOMENTUM, weight_decay=solver.WEIGHT_DECAY)
+AMP_DTYPES = {"": None, "bf16": torch.bfloat16, "fp16": torch.float16}
+
+
+def amp_dtype(mode: str, device: torch.device) -> torch.dtype | None:
+    """SOLVER.AMP -> the autocast dtype (None = off); a ConfigError when unknown or unsupported on ``device``."""
+    if mode not in AMP_DTYPES:
+        raise ConfigError(f"SOLVER.AMP={mode!r}: choose '' (off), 'bf16' or 'fp16'")
+    dtype = AMP_DTYPES[mode]
+    if dtype is None:
+        return None
+    try:
+        with warnings.catch_warnings():  # an unsupported dtype only warns and disables autocast
+            warnings.simplefilter("ignore")
+            with torch.autocast(device.type, dtype=dtype):
+                supported = torch.is_autocast_enabled(device.type) and torch.get_autocast_dtype(device.type) == dtype
+    except RuntimeError:
+        supported = False
+    if not supported:
+        raise ConfigError(f"SOLVER.AMP={mode!r}: torch {torch.__version__} has no {dtype} autocast on "
+                          f"{device}; use another SOLVER.AMP value or '' (off)")
+    return dtype
 
 
 class Trainer:
@@ -49,6 +73,8 @@ class Trainer:
     def __init__(self, cfg: CfgNode):
         self.cfg = cfg
         self.device = dist.init_distributed(resolve_device(cfg.MODEL.DEVICE))
+        self.amp_dtype = amp_dtype(cfg.SOLVER.AMP, self.device)
+        self.scaler = torch.amp.GradScaler(self.device.type, enabled=self.amp_dtype == torch.float16)
         self.output_dir = Path(cfg.OUTPUT_DIR)
         set_seed(cfg.SEED + dist.get_rank())
         self.train_data = load_datasets(cfg.DATASETS.TRAIN, cfg)
@@ -65,7 +91,8 @@ class Trainer:
             device_ids = [self.device.index] if self.device.type == "cuda" else None
             model = DistributedDataParallel(model, device_ids=device_ids)
         self.model = model
-        self.optimizer = build_optimizer(model, cfg.SOLVER)
+        self.optimizer = build_optimizer(self.bare_model, cfg.SOLVER)
+        self.ema = self.new_ema()
         self.schedule = LRSchedule.from_cfg(cfg.SOLVER)
         self.start_iter = 0
         self.writer = None
@@ -73,6 +100,11 @@ class Trainer:
     @property
     def bare_model(self) -> torch.nn.Module:
         return self.model.module if isinstance(self.model, DistributedDataParallel) else self.model
+
+    def new_ema(self) -> ModelEMA | None:
+        """An EMA starting from the current weights, or None without MODEL.EMA.ENABLED."""
+        ema = self.cfg.MODEL.EMA
+        return ModelEMA(self.bare_model, ema.DECAY, ema.WARMUP) if ema.ENABLED else None
 
     def resume_or_start(self, resume: bool) -> None:
         """With ``resume``, restore everything from the last checkpoint in OUTPUT_DIR (if one exists)."""
@@ -91,8 +123,18 @@ class Trainer:
         self.start_iter = int(state["iteration"])
         if "rng" in state and dist.get_world_size() == state.get("world_size", 1):
             set_rng_state(state["rng"])
-        logger.info("resumed from %s: model, optimizer, RNG restored; continuing at iteration %d",
-                    path, self.start_iter)
+        if self.ema is not None and "ema" in state:
+            self.ema.load_state_dict(state)
+        elif self.ema is not None:
+            self.ema = self.new_ema()
+            logger.warning("%s holds no EMA weights: the EMA restarts from the resumed weights", path)
+        if self.scaler.is_enabled() and "scaler" in state:
+            self.scaler.load_state_dict(state["scaler"])
+        elif self.scaler.is_enabled():
+            logger.warning("%s holds no GradScaler state: the fp16 loss scale starts afresh", path)
+        logger.info("resumed from %s: model, optimizer, RNG%s%s restored; continuing at iteration %d", path,
+                    ", EMA" if "ema" in state and self.ema else "", ", GradScaler" if "scaler" in state else "",
+                    self.start_iter)
 
     def train(self, resume: bool = False) -> dict | None:
         """Run training; returns the final evaluation summary dict (or None without evaluation)."""
@@ -101,6 +143,10 @@ class Trainer:
             self.output_dir.mkdir(parents=True, exist_ok=True)
             (self.output_dir / "config.yaml").write_text(cfg.dump())
         self.resume_or_start(resume)
+        logger.info("mixed precision: %s; EMA of weights: %s",
+                    f"SOLVER.AMP={cfg.SOLVER.AMP} (autocast {self.amp_dtype}, GradScaler "
+                    f"{'on' if self.scaler.is_enabled() else 'off'})" if self.amp_dtype else "off (fp32)",
+                    f"decay {cfg.MODEL.EMA.DECAY}, warmup {cfg.MODEL.EMA.WARMUP}" if self.ema else "off")
         max_iter = cfg.SOLVER.MAX_ITER
         loader = build_train_loader_from_cfg(cfg, self.train_data.records, start_iter=self.start_iter)
         data_iter = iter(loader)
@@ -152,7 +198,9 @@ class Trainer:
         images = batch["images"].to(self.device, non_blocking=True)
         targets = {"boxes": [b.to(self.device) for b in batch["boxes"]],
                    "labels": [lab.to(self.device) for lab in batch["labels"]]}
-        loss_dict = self.model(images, batch["image_sizes"], targets)
+        with torch.autocast(self.device.type, dtype=self.amp_dtype, enabled=self.amp_dtype is not None):
+            loss_dict = self.model(images, batch["image_sizes"], targets)
+        loss_dict = {k: v.float() for k, v in loss_dict.items()}  # fp32 whatever the autocast dtype
         total = sum(loss_dict.values())
         reduced = dist.reduce_mean({**loss_dict, "total_loss": total})
         if not math.isfinite(reduced["total_loss"]):
@@ -164,30 +212,38 @@ class Trainer:
                 f"config first."
             )
         self.optimizer.zero_grad(set_to_none=True)
-        total.backward()
+        self.scaler.scale(total).backward()  # the scaler is a pass-through unless SOLVER.AMP is fp16
         if self.cfg.SOLVER.CLIP_NORM > 0:
+            self.scaler.unscale_(self.optimizer)
             torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.cfg.SOLVER.CLIP_NORM)
-        self.optimizer.step()
+        self.scaler.step(self.optimizer)  # skipped when fp16 gradients hold inf/NaN
+        self.scaler.update()
+        if self.ema is not None:
+            self.ema.update(self.bare_model)
         return reduced
 
     def save(self, name: str, iteration: int) -> Path:
         path = self.output_dir / name
         if dist.is_main_process():
+            extra = {**(self.ema.state_dict() if self.ema else {}),
+                     **({"scaler": self.scaler.state_dict()} if self.scaler.is_enabled() else {})}
             path = save_training_checkpoint(self.output_dir, name, self.bare_model, self.optimizer, iteration,
                                             world_size=dist.get_world_size(),
-                                            class_names=list(self.class_names))
+                                            class_names=list(self.class_names), **extra)
         dist.barrier()
         return path
 
     def evaluate(self, iteration: int, metrics_file) -> dict | None:
-        """COCO evaluation on DATASETS.TEST; logs the AP numbers and returns the summary dict."""
+        """COCO evaluation on DATASETS.TEST (of the EMA weights when enabled); logs AP and returns the summary."""
         if not self.cfg.DATASETS.TEST:
             return None
-        summary = evaluate_model(self.cfg, self.bare_model, self.device, self.cfg.DATASETS.TEST[0],
+        model = self.ema.module if self.ema else self.bare_model
+        summary = evaluate_model(self.cfg, model, self.device, self.cfg.DATASETS.TEST[0],
                                  self.output_dir / "eval", quiet=True)
         self.model.train()
         if dist.is_main_process() and summary is not None:
-            tqdm.write(f"iteration {iteration}: AP {summary['AP']:.4f} AP50 {summary['AP50']:.4f}")
+            tqdm.write(f"iteration {iteration}: AP {summary['AP']:.4f} AP50 {summary['AP50']:.4f}"
+                       + (" (EMA weights)" if self.ema else ""))
             metrics_file.write(json.dumps({"iteration": iteration, **{f"eval/{k}": v for k, v in summary.items()}})
                                + "\n")
             metrics_file.flush()

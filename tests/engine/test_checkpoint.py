@@ -6,8 +6,14 @@ import pytest
 import torch
 import torch.nn as nn
 
-from od2.engine.checkpoint import (LAST_CHECKPOINT, atomic_torch_save, last_checkpoint, load_checkpoint,
-                                   load_model_weights, save_training_checkpoint)
+from od2.engine.checkpoint import (
+    LAST_CHECKPOINT,
+    atomic_torch_save,
+    last_checkpoint,
+    load_checkpoint,
+    load_model_weights,
+    save_training_checkpoint,
+)
 
 
 def tiny_model():
