@@ -148,7 +148,8 @@ def test_eval_cli_uses_ema_weights_unless_raw_weights(digits_root, monkeypatch, 
         raise KeyboardInterrupt  # stop before the evaluation itself
 
     monkeypatch.setattr("od2.engine.checkpoint.load_model_weights", record_and_stop)
-    config = ["--config", str(Path(__file__).resolve().parents[2] / "configs/digits/retinanet_lite0.yaml"), "--weights", str(tmp_path / "w.pth"),
+    demo = Path(__file__).resolve().parents[2] / "configs/digits/retinanet_lite0.yaml"
+    config = ["--config", str(demo), "--weights", str(tmp_path / "w.pth"),
               "DATASETS.TEST=[e2e_digits_val]", "MODEL.BACKBONE.PRETRAINED=false"]
     for extra in ([], ["--raw-weights"]):
         with pytest.raises(KeyboardInterrupt):
