@@ -4,7 +4,7 @@ The log's head: 256 channels, 4 shared 3x3 convs per tower, one norm per level, 
 (P3 = size/8 ... P7 = size/128). Every norm is timed back to back in one process so the ratios hold on a
 shared machine.
 
-    python benchmarks/head_norms.py [--size 512] [--batch 2] [--iters 5] [--threads 2]
+    python benchmarks/head_norms.py [--size 512] [--batch 2] [--iters 5] [--threads 2] [--device cuda] [--bf16]
 """
 
 from __future__ import annotations
@@ -20,19 +20,22 @@ NORMS = ("BN", "GN", "EvoNormS0", "SN", "SwitchNorm", "")
 ACTIVATION = {"EvoNormS0": "NA"}  # EvoNorm-S0 is its own activation
 
 
-def head_seconds(norm: str, features: list[torch.Tensor], iters: int) -> float:
+def head_seconds(norm: str, features: list[torch.Tensor], iters: int, bf16: bool = False) -> float:
     torch.manual_seed(0)
+    device = features[0].device
     head = RetinaNetHead(256, 9, 80, len(features), num_convs=4, norm=norm,
                          activation=ACTIVATION.get(norm, "relu")).train()
-    head = head.to(memory_format=torch.channels_last)
+    head = head.to(device, memory_format=torch.channels_last)
 
     def step():
-        logits, deltas = head(features)
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
+            logits, deltas = head(features)
         loss = sum(x.float().square().mean() for x in logits + deltas)
         head.zero_grad(set_to_none=True)
         loss.backward()
 
-    return median_seconds(step, iters)
+    sync = torch.cuda.synchronize if device.type == "cuda" else None
+    return median_seconds(step, iters, sync=sync)
 
 
 def main() -> None:
@@ -41,14 +44,16 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=2)
     parser.add_argument("--iters", type=int, default=5)
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--bf16", action="store_true", help="bf16 autocast for the forward")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     g = torch.Generator().manual_seed(0)
     features = [torch.randn(args.batch, 256, -(-args.size // 2 ** k), -(-args.size // 2 ** k), generator=g)
-                .contiguous(memory_format=torch.channels_last) for k in range(3, 8)]
+                .to(args.device).contiguous(memory_format=torch.channels_last) for k in range(3, 8)]
     print(f"RetinaNet head (256 ch, 4 convs, P3-P7) forward+backward, {args.batch} images of {args.size}x{args.size}, "
-          f"{args.threads} threads, median of {args.iters}")
-    seconds = {norm: head_seconds(norm, features, args.iters) for norm in NORMS}
+          f"{args.device}{' bf16 autocast' if args.bf16 else ''}, {args.threads} threads, median of {args.iters}")
+    seconds = {norm: head_seconds(norm, features, args.iters, args.bf16) for norm in NORMS}
     print("| head norm | s/iteration | vs BN |\n|---|---|---|")
     for norm, value in seconds.items():
         print(f"| {norm or 'none'} | {value:.3f} | {value / seconds['BN']:.2f} |")

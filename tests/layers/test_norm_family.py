@@ -10,9 +10,8 @@ subtraction, gamma 1 / beta 0 / v 1 at init, the std cast to the input dtype bef
 
 - groups: timm keeps ``groups=32`` as given and asserts ``C % groups == 0`` (so 24 or 16 channels fail with
   the default); ``EvoNormS0`` halves 32 until it divides C. The comparison passes our group count to timm.
-- dtype: timm casts gamma, beta and v to the input dtype and returns the input dtype; ``EvoNormS0`` multiplies
-  the fp16/bf16 input by fp32 parameters, so type promotion makes its output fp32 (see
-  ``test_evonorm_keeps_low_precision_dtype``). The values agree within low-precision rounding.
+- dtype: both return the input dtype (parameters cast to it); ``EvoNormS0`` computes the statistics in fp32 for
+  fp16/bf16 input and in the input's own precision for fp64.
 - timm has ``apply_act=False`` (no v, no sigmoid); ``EvoNormS0`` always applies its activation.
 """
 
@@ -132,15 +131,6 @@ def test_evonorm_matches_timm(channels):
     torch.testing.assert_close(ours(xs), theirs(xs), rtol=1e-6, atol=1e-6)
 
 
-def test_timm_evonorm_does_not_halve_groups():
-    """The one semantic difference: timm's default groups=32 is not adapted to C (documented above)."""
-    from timm.layers import EvoNorm2dS0
-
-    with pytest.raises(AssertionError):
-        EvoNorm2dS0(24)(torch.randn(1, 24, 2, 2))
-    assert EvoNormS0(24)(torch.randn(1, 24, 2, 2)).shape == (1, 24, 2, 2)
-
-
 def test_evonorm_channels_last_gives_the_same_result():
     torch.manual_seed(4)
     layer = _randomise(EvoNormS0(24), seed=4)
@@ -161,8 +151,7 @@ def test_evonorm_low_precision_values_close_to_fp32(dtype):
 
 @pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
 def test_evonorm_keeps_low_precision_dtype(dtype):
-    """Bug: fp32 gamma/beta/v times an fp16/bf16 input promote to fp32, so EvoNormS0 returns fp32 (timm and
-    od2's SwitchNorm2d / SpectralNorm2d return the input dtype)."""
+    """Under autocast the next conv expects the input dtype: fp32 parameters must not promote the output."""
     out = EvoNormS0(16)(torch.randn(1, 16, 4, 4, dtype=dtype))
     assert out.dtype == dtype
 
@@ -196,8 +185,7 @@ def test_evonorm_gradients_match_reference():
 
 
 def test_evonorm_gradcheck_float64():
-    """Bug: group_std does ``x.float()``, which *down*-casts float64 input, so the float64 layer is only
-    fp32-accurate and gradcheck fails (the stats should be computed in max(x.dtype, float32))."""
+    """Statistics are computed in max(x.dtype, float32): a float64 layer is float64-accurate (gradcheck)."""
     torch.manual_seed(7)
     layer = _randomise(EvoNormS0(4, groups=2), seed=7).double()
     x = torch.randn(2, 4, 3, 3, dtype=F64, requires_grad=True)
@@ -420,8 +408,7 @@ def test_sn_batch_1_and_bf16():
 
 
 def test_sn_gradcheck_float64():
-    """Bug: ``SpectralNorm2d.double()`` fails in training: ``conv_weight.float()`` down-casts the float64
-    kernel while ``u`` is float64, and ``u @ matrix`` raises "expected m1 and m2 to have the same dtype".
+    """``SpectralNorm2d.double()`` trains in float64 (the power iteration runs in the kernel's precision).
 
     gradcheck is w.r.t. the conv output only: a numerical derivative w.r.t. the kernel would also move u' and
     v, which the layer (like the original) holds constant; the kernel gradient is checked against autograd of
@@ -531,10 +518,9 @@ def test_switch_norm_batch_limit_is_batch_norm():
 
 @pytest.mark.parametrize("offset, tol", [(1e3, 1e-3), (1e4, 1e-2)])  # fp32 F.group_norm: 1.3e-5, 4e-4 off
 def test_switch_norm_is_stable_under_a_large_common_offset(offset, tol):
-    """Numerical weakness (not a formula error): var_ln and var_bn are E[x^2] - E[x]^2 of fp32 moments, so a
-    common offset much larger than the spread cancels catastrophically: at offset 1e3 (std 1) the LN limit is
-    off from group_norm(x, 1) by ~0.26, at 1e4 the variance goes negative and the output is NaN. The paper's
-    code has the same form; the stable equivalent is the law of total variance,
+    """The paper's code takes var_ln and var_bn as E[x^2] - E[x]^2 of fp32 moments, which a common offset much
+    larger than the spread cancels catastrophically (at offset 1e3, std 1, the LN limit was off from
+    group_norm(x, 1) by ~0.26; at 1e4 the output was NaN). od2 uses the law of total variance,
     var_ln = mean_C(var_in) + mean_C((mu_in - mu_ln)^2), and likewise over B for var_bn."""
     torch.manual_seed(29)
     layer = _switch(8, [0, BIG, 0], [0, BIG, 0], seed=29).train()
@@ -602,9 +588,7 @@ def test_switch_norm_gradients_match_reference():
 
 @pytest.mark.parametrize("training", [True, False])
 def test_switch_norm_gradcheck_float64(training):
-    """Bug: ``forward`` does ``x.float()``, which down-casts float64. In training ``SwitchNorm2d.double()``
-    then crashes in ``running_mean.lerp_`` ("expected dtype double for `end` but got dtype float"); in eval it
-    runs at fp32 accuracy and gradcheck fails."""
+    """A float64 SwitchNorm2d computes and updates its statistics in float64, in training and in eval."""
     torch.manual_seed(26)
     layer = _switch(4, seed=26).double().train(training)
     x = torch.randn(2, 4, 3, 3, dtype=F64, requires_grad=True)
