@@ -1,4 +1,4 @@
-"""The ``od2`` command line: ``od2 train | eval | eval-json | lr-plot``.
+"""The ``od2`` command line: ``od2 train | eval | eval-json | lr-plot | data``.
 
 Every command that takes ``--config FILE`` also takes trailing ``KEY=VALUE`` overrides, e.g.
 ``od2 train --config configs/digits/retinanet_lite0.yaml SOLVER.MAX_ITER=200 OUTPUT_DIR=output/try``.
@@ -11,6 +11,7 @@ import logging
 import sys
 from pathlib import Path
 
+from od2.cli_data import add_data_parser, run_data_command
 from od2.config import ConfigError, load_config
 
 logger = logging.getLogger("od2")
@@ -22,6 +23,8 @@ EPILOG = """examples:
   od2 eval --config configs/digits/retinanet_lite0.yaml --weights output/digits/model_final.pth --vis 8
   od2 eval-json --gt annotations.json --dt detections.json
   od2 lr-plot --config configs/coco/RetinaNet-BN.yaml --log-y SOLVER.LR_DECAY_TYPE=cosine
+  od2 data stats --config configs/bccd/retinanet_lite0.yaml --split test
+  od2 data convert --from voc --input datasets/bccd --split train --to yolo --out datasets/bccd_yolo
 Config keys are documented in docs/config.md; any of them can be overridden as KEY=VALUE."""
 
 
@@ -71,6 +74,8 @@ def build_parser() -> argparse.ArgumentParser:
     _add_config_args(lr_plot)
     lr_plot.add_argument("--out", help="PNG to write (default: OUTPUT_DIR/lr_schedule.png)")
     lr_plot.add_argument("--log-y", action="store_true", help="logarithmic LR axis (shows small LRs and MIN_LR)")
+
+    add_data_parser(sub)
     return parser
 
 
@@ -154,7 +159,8 @@ def dist_rank_from_env() -> int:
     return int(os.environ.get("RANK", "0"))
 
 
-COMMANDS = {"train": cmd_train, "eval": cmd_eval, "eval-json": cmd_eval_json, "lr-plot": cmd_lr_plot}
+COMMANDS = {"train": cmd_train, "eval": cmd_eval, "eval-json": cmd_eval_json, "lr-plot": cmd_lr_plot,
+            "data": run_data_command}
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:

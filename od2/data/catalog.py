@@ -10,6 +10,17 @@ else ``./datasets``. The layout follows detectron2::
     {root}/bccd/{Annotations,ImageSets,JPEGImages}/            (VOC layout)
     {root}/digits/                                             (generated on first use)
 
+User datasets: :func:`register_coco_instances`, :func:`register_voc` and :func:`register_yolo`
+give a COCO json, a VOC split or a YOLO split a name. A YOLO split can also be named directly,
+without registering, as ``"yolo:PATH/data.yaml:SPLIT"``, e.g. in a config::
+
+    DATASETS:
+      TRAIN: ["yolo:datasets/pets/data.yaml:train"]
+      TEST: ["yolo:datasets/pets/data.yaml:val"]
+
+A relative ``PATH`` is looked up from the current directory, then under the datasets root; the
+split is the text after the last ``:`` (so Windows drive letters work). See docs/datasets.md.
+
 Parsed datasets are cached per (name, root) for the life of the process; callers share the
 cached object and must not modify it.
 """
@@ -25,6 +36,7 @@ import od2
 from od2.data.datasets.coco import load_coco_json
 from od2.data.datasets.digits import load_digits_split
 from od2.data.datasets.voc import load_voc
+from od2.data.datasets.yolo import load_yolo
 from od2.data.records import DatasetInfo, merge_datasets
 
 __all__ = [
@@ -35,9 +47,11 @@ __all__ = [
     "list_datasets",
     "register_coco_instances",
     "register_voc",
+    "register_yolo",
 ]
 
 DATASETS_ENV = "OD2_DATASETS"
+YOLO_PREFIX = "yolo:"
 BCCD_CLASSES = ("Platelets", "RBC", "WBC")
 
 # name -> (image folder, annotation file) pairs under {root}/coco; several pairs are merged.
@@ -75,15 +89,23 @@ def get_dataset(name: str, root: str | os.PathLike | None = None) -> DatasetInfo
     """Load the dataset ``name`` (cached per name and root).
 
     Args:
-        name: a built-in name (see :func:`list_datasets`) or one registered with
-            :func:`register_coco_instances` / :func:`register_voc`.
-        root: datasets root for built-in datasets (registered ones ignore it);
-            default :func:`default_root`.
+        name: a built-in name (see :func:`list_datasets`), one registered with
+            :func:`register_coco_instances` / :func:`register_voc` / :func:`register_yolo`, or
+            ``"yolo:PATH/data.yaml:SPLIT"`` (see the module docstring).
+        root: datasets root for built-in datasets and relative ``yolo:`` paths (registered ones
+            ignore it); default :func:`default_root`.
 
     Raises:
-        DatasetNotFoundError: unknown name; the message suggests close matches.
+        DatasetNotFoundError: unknown name, or a ``yolo:`` name without ``:SPLIT``; the message
+            suggests close matches.
         FileNotFoundError: the dataset's files are missing; the message names the expected path.
     """
+    if name.startswith(YOLO_PREFIX) and name not in _registered:
+        data_yaml, split = _resolve_yolo_name(name, root)
+        key = (name, str(data_yaml))
+        if key not in _cache:
+            _cache[key] = load_yolo(data_yaml, split, name=name)
+        return _cache[key]
     if name in _BUILTINS:
         root_path = Path(root) if root is not None else default_root()
         key = (name, os.path.abspath(root_path))
@@ -146,6 +168,47 @@ def register_voc(
         return load_voc(voc_root, split, class_names=class_names, name=name)
 
     _register(name, load)
+
+
+def register_yolo(name: str, data_yaml: str | os.PathLike, split: str) -> None:
+    """Make one split of a YOLO txt dataset available as ``get_dataset(name)``.
+
+    ``data_yaml`` is the Ultralytics ``data.yaml`` (relative paths are taken relative to the
+    current directory at registration time); ``split`` is its key naming the images (``train``,
+    ``val``, ...). See :func:`od2.data.datasets.yolo.load_yolo`. Files are read on first use.
+
+    Raises:
+        ValueError: ``name`` is already taken.
+    """
+    data_yaml = Path(os.path.abspath(data_yaml))
+
+    def load(_: Path) -> DatasetInfo:
+        _require_path(name, data_yaml, f"  {data_yaml} (Ultralytics data.yaml: path, {split}, names)")
+        return load_yolo(data_yaml, split, name=name)
+
+    _register(name, load)
+
+
+def _resolve_yolo_name(name: str, root: str | os.PathLike | None) -> tuple[Path, str]:
+    """``"yolo:PATH:SPLIT"`` -> (absolute data.yaml path, split); relative PATH: cwd, then the datasets root."""
+    body = name[len(YOLO_PREFIX):]
+    path, sep, split = body.rpartition(":")
+    if not sep or not path or not split:
+        raise DatasetNotFoundError(
+            f"dataset name {name!r}: a YOLO dataset is named 'yolo:PATH/data.yaml:SPLIT', "
+            "e.g. 'yolo:datasets/pets/data.yaml:train'"
+        )
+    candidates = [Path(path)]
+    if not Path(path).is_absolute():
+        candidates.append((Path(root) if root is not None else default_root()) / path)
+    for candidate in candidates:
+        if candidate.is_file():
+            return Path(os.path.abspath(candidate)), split
+    looked = " and ".join(str(Path(os.path.abspath(c))) for c in candidates)
+    raise FileNotFoundError(
+        f"dataset {name!r}: YOLO data file {path!r} not found (looked for {looked}); "
+        "name a YOLO split as 'yolo:PATH/data.yaml:SPLIT'"
+    )
 
 
 def _register(name: str, load: _Loader) -> None:

@@ -7,6 +7,7 @@ box arrays are numpy arrays in absolute XYXY pixels of the original image.
 from __future__ import annotations
 
 import dataclasses
+import os
 from collections import Counter
 from collections.abc import Iterable, Sequence
 from typing import Any, TypedDict
@@ -18,6 +19,7 @@ __all__ = [
     "DatasetInfo",
     "ImageRecord",
     "clean_boxes",
+    "coco_gt_from_records",
     "make_record",
     "merge_datasets",
 ]
@@ -216,3 +218,32 @@ def merge_datasets(name: str, datasets: Iterable[DatasetInfo]) -> DatasetInfo:
         },
         skipped=dict(skipped),
     )
+
+
+def coco_gt_from_records(records: Sequence[ImageRecord], class_names: Sequence[str]) -> dict[str, Any]:
+    """COCO ground truth for records with contiguous labels: category id = label + 1, ``area`` = box area,
+    ``iscrowd`` from the record, ``file_name`` the image's base name."""
+    images, annotations = [], []
+    for r in records:
+        images.append(
+            {
+                "id": r["image_id"],
+                "file_name": os.path.basename(r["file_name"]),
+                "height": r["height"],
+                "width": r["width"],
+            }
+        )
+        for box, label, crowd in zip(r["boxes"].tolist(), r["labels"].tolist(), r["iscrowd"].tolist()):
+            x1, y1, x2, y2 = box
+            annotations.append(
+                {
+                    "id": len(annotations) + 1,
+                    "image_id": r["image_id"],
+                    "category_id": label + 1,
+                    "bbox": [x1, y1, x2 - x1, y2 - y1],
+                    "area": (x2 - x1) * (y2 - y1),
+                    "iscrowd": int(crowd),
+                }
+            )
+    categories = [{"id": k + 1, "name": n} for k, n in enumerate(class_names)]
+    return {"images": images, "annotations": annotations, "categories": categories}

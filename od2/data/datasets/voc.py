@@ -8,12 +8,11 @@ import os
 import xml.etree.ElementTree as ET
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 from PIL import Image
 
-from od2.data.records import DatasetInfo, ImageRecord, clean_boxes, make_record
+from od2.data.records import DatasetInfo, ImageRecord, clean_boxes, coco_gt_from_records, make_record
 
 __all__ = ["load_voc"]
 
@@ -110,7 +109,7 @@ def load_voc(
         records=records,
         class_names=class_names,
         category_ids=list(range(1, len(class_names) + 1)),
-        coco_gt=_build_coco_gt(records, class_names),
+        coco_gt=coco_gt_from_records(records, class_names),
         skipped=skipped,
     )
 
@@ -206,31 +205,3 @@ def _make_voc_record(
         iscrowd=ann.difficult[keep],
     )
     return record, cleaned.num_clipped, int((~drawn).sum()) + cleaned.num_degenerate
-
-
-def _build_coco_gt(records: list[ImageRecord], class_names: list[str]) -> dict[str, Any]:
-    """COCO ground truth for the records: category ids ``1..K``, ``area`` = box area."""
-    images, annotations = [], []
-    for r in records:
-        images.append(
-            {
-                "id": r["image_id"],
-                "file_name": os.path.basename(r["file_name"]),
-                "height": r["height"],
-                "width": r["width"],
-            }
-        )
-        for box, label, crowd in zip(r["boxes"].tolist(), r["labels"].tolist(), r["iscrowd"].tolist()):
-            x1, y1, x2, y2 = box
-            annotations.append(
-                {
-                    "id": len(annotations) + 1,
-                    "image_id": r["image_id"],
-                    "category_id": label + 1,
-                    "bbox": [x1, y1, x2 - x1, y2 - y1],
-                    "area": (x2 - x1) * (y2 - y1),
-                    "iscrowd": int(crowd),
-                }
-            )
-    categories = [{"id": k + 1, "name": n} for k, n in enumerate(class_names)]
-    return {"images": images, "annotations": annotations, "categories": categories}
