@@ -70,6 +70,13 @@ DEFAULTS: dict[str, Any] = {
         "MAX_SIZE_TEST": 1333,
         "RANDOM_FLIP": 0.5,
         "SIZE_DIVISIBILITY": 32,
+        "DATAPROCESS": "coco",
+        "STITCH": 0.0,
+        "STITCHER": {
+            "ENABLED": False,
+            "THRESHOLD": 0.1,
+            "SMALL_AREA": 1024.0,
+        },
     },
     "DATASETS": {
         "TRAIN": ["coco_2014_train"],

@@ -5,6 +5,9 @@ the draw number from ``TrainBatchSampler``, so batches depend only on (records, 
 not on the number of workers or on which process ran a draw. Together with the sampler's ``start_iter`` this makes a
 resumed run see exactly the batches of an uninterrupted one. The loaders never touch the global torch, numpy or
 ``random`` generators.
+
+Batch-level augmentation (``Stitch``, the Stitcher 2x2 mosaic; ``od2.data.stitch``) runs in ``TrainCollate``, so in
+the loader workers too, with a generator seeded by ``[seed, STITCH_STREAM, first draw number of the batch]``.
 """
 
 from __future__ import annotations
@@ -19,19 +22,15 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 
 from od2.data.image_io import read_image
+from od2.data.pipelines import build_train_transforms
 from od2.data.samplers import TrainBatchSampler
-from od2.data.transforms import (
-    Compose,
-    RandomHorizontalFlip,
-    ResizeShortestEdge,
-    Sample,
-    Transform,
-    image_as_tensor,
-)
+from od2.data.stitch import Stitch, mosaic_2x2
+from od2.data.transforms import Compose, ResizeShortestEdge, Sample, Transform, image_as_tensor
 
 __all__ = [
     "AUGMENT_STREAM",
     "DetectionDataset",
+    "TrainCollate",
     "build_test_loader",
     "build_train_loader",
     "collate_batch",
@@ -39,10 +38,12 @@ __all__ = [
 
 logger = logging.getLogger(__name__)
 
-# SeedSequence words after the seed: training augmentation per draw, test-time transforms per index
-# (the sampler's shuffles use SHUFFLE_STREAM = 0).
+# SeedSequence words after the seed: training augmentation per draw, test-time transforms per index, batch-level
+# augmentation per batch, the Stitcher loader's sampler (the sampler's shuffles use SHUFFLE_STREAM = 0).
 AUGMENT_STREAM = 1
 TEST_STREAM = 2
+STITCH_STREAM = 3
+STITCHER_SAMPLER_STREAM = 4
 
 
 class DetectionDataset(Dataset):
@@ -58,6 +59,7 @@ class DetectionDataset(Dataset):
         image_id    int
         orig_size   (H, W) of the record
         image_size  (h, w) after the transforms
+        draw        the draw number n (training items only)
 
     Args:
         records: ImageRecords (docs/architecture.md).
@@ -109,16 +111,39 @@ class DetectionDataset(Dataset):
             index = key
             rng = np.random.default_rng([self.seed, TEST_STREAM, index])
         record = self.records[index]
-        sample = self.transforms(self._load(index), rng)
-        return {
-            "image": image_as_tensor(sample.image).permute(2, 0, 1),
-            # Copies: the arrays may still be the record's own, which in-place edits downstream must not reach.
-            "boxes": torch.tensor(sample.boxes, dtype=torch.float32).reshape(-1, 4),
-            "labels": torch.tensor(sample.labels, dtype=torch.int64).reshape(-1),
-            "image_id": int(record["image_id"]),
-            "orig_size": (int(record["height"]), int(record["width"])),
-            "image_size": (sample.height, sample.width),
-        }
+        item = sample_to_item(self.transforms(self._load(index), rng), record)
+        if self.is_train:
+            item["draw"] = int(draw)
+        return item
+
+
+def sample_to_item(sample: Sample, record: dict) -> dict[str, Any]:
+    """A dataset item (see ``DetectionDataset``) holding ``sample`` as the transformed view of ``record``."""
+    return {
+        "image": image_as_tensor(sample.image).permute(2, 0, 1),
+        # Copies: the arrays may still be the record's own, which in-place edits downstream must not reach.
+        "boxes": torch.tensor(sample.boxes, dtype=torch.float32).reshape(-1, 4),
+        "labels": torch.tensor(sample.labels, dtype=torch.int64).reshape(-1),
+        "image_id": int(record["image_id"]),
+        "orig_size": (int(record["height"]), int(record["width"])),
+        "image_size": (sample.height, sample.width),
+    }
+
+
+def item_to_sample(item: dict[str, Any]) -> Sample:
+    """The Sample view of a dataset item (shares its memory; transforms never write into it)."""
+    return Sample(image=item["image"].permute(1, 2, 0).numpy(), boxes=item["boxes"].numpy(),
+                  labels=item["labels"].numpy())
+
+
+def padded_size(image_sizes: Sequence[tuple[int, int]], size_divisibility: int) -> tuple[int, int]:
+    """(H, W) of a batch: the largest h and w, each rounded up to a multiple of ``size_divisibility`` (if > 1)."""
+    max_h = max(h for h, _ in image_sizes)
+    max_w = max(w for _, w in image_sizes)
+    if size_divisibility > 1:
+        max_h = -(-max_h // size_divisibility) * size_divisibility
+        max_w = -(-max_w // size_divisibility) * size_divisibility
+    return max_h, max_w
 
 
 def collate_batch(samples: Sequence[dict[str, Any]], size_divisibility: int = 32) -> dict[str, Any]:
@@ -134,10 +159,7 @@ def collate_batch(samples: Sequence[dict[str, Any]], size_divisibility: int = 32
     if not samples:
         raise ValueError("cannot collate an empty batch")
     image_sizes = torch.tensor([s["image_size"] for s in samples], dtype=torch.int64)
-    max_h, max_w = image_sizes.max(dim=0).values.tolist()
-    if size_divisibility > 1:
-        max_h = -(-max_h // size_divisibility) * size_divisibility
-        max_w = -(-max_w // size_divisibility) * size_divisibility
+    max_h, max_w = padded_size([s["image_size"] for s in samples], size_divisibility)
     images = torch.zeros((len(samples), 3, max_h, max_w), dtype=torch.uint8)
     for i, s in enumerate(samples):
         h, w = s["image_size"]
@@ -152,16 +174,61 @@ def collate_batch(samples: Sequence[dict[str, Any]], size_divisibility: int = 32
     }
 
 
+class TrainCollate:
+    """Collate training items, applying the batch-level augmentations first.
+
+    Args:
+        size_divisibility: see ``collate_batch``.
+        seed: base seed of the batch-level generator.
+        stitch: the original's Stitch (``INPUT.STITCH``), applied on the batch's padded canvas size; None = off.
+        mosaic: tile each 4 consecutive items 2x2 (the Stitcher loader); the batch must hold a multiple of 4.
+    """
+
+    def __init__(self, size_divisibility: int, seed: int = 0, stitch: Stitch | None = None,
+                 mosaic: bool = False) -> None:
+        self.size_divisibility = size_divisibility
+        self.seed = seed
+        self.stitch = stitch
+        self.mosaic = mosaic
+
+    def __call__(self, items: Sequence[dict[str, Any]]) -> dict[str, Any]:
+        items = list(items)
+        if self.mosaic:
+            if len(items) % 4:
+                raise ValueError(f"the Stitcher 2x2 mosaic needs a multiple of 4 images per batch, got {len(items)}")
+            items = [self._merged(items[k:k + 4], mosaic_2x2([item_to_sample(it) for it in items[k:k + 4]]))
+                     for k in range(0, len(items), 4)]
+        if self.stitch is not None and len(items) > 1:
+            rng = np.random.default_rng([self.seed, STITCH_STREAM, items[0]["draw"]])
+            canvas = padded_size([it["image_size"] for it in items], self.size_divisibility)
+            samples = [item_to_sample(it) for it in items]
+            stitched = self.stitch(samples, canvas, rng)
+            items = [it if new is old else self._merged([it], new) for it, old, new in zip(items, samples, stitched)]
+        return collate_batch(items, self.size_divisibility)
+
+    @staticmethod
+    def _merged(parts: Sequence[dict[str, Any]], sample: Sample) -> dict[str, Any]:
+        """An item for a composite ``sample``; identity fields (image id, draw) from the first of its ``parts``."""
+        first = parts[0]
+        item = sample_to_item(sample, {"image_id": first["image_id"], "height": first["orig_size"][0],
+                                       "width": first["orig_size"][1]})
+        item["draw"] = first["draw"]
+        return item
+
+    def __repr__(self) -> str:
+        return f"TrainCollate(stitch={self.stitch!r}, mosaic={self.mosaic})"
+
+
 def _worker_init(worker_id: int) -> None:
     """Keep each loader worker on one intra-op thread: the workers are the parallelism."""
     torch.set_num_threads(1)
 
 
-def _data_loader(dataset: Dataset, num_workers: int, size_divisibility: int, **kwargs: Any) -> DataLoader:
+def _data_loader(dataset: Dataset, num_workers: int, collate_fn, **kwargs: Any) -> DataLoader:
     return DataLoader(
         dataset,
         num_workers=num_workers,
-        collate_fn=functools.partial(collate_batch, size_divisibility=size_divisibility),
+        collate_fn=collate_fn,
         worker_init_fn=_worker_init if num_workers > 0 else None,
         # A private generator: creating a loader iterator must not consume the global torch RNG (resume exactness).
         generator=torch.Generator().manual_seed(0),
@@ -185,13 +252,21 @@ def build_train_loader(
     group_by_aspect_ratio: bool = True,
     skip_crowd: bool = True,
     pin_memory: bool = False,
+    dataprocess: str = "coco",
+    stitch_prob: float = 0.0,
+    mosaic: bool = False,
 ) -> DataLoader:
-    """Infinite training loader: ResizeShortestEdge(min_sizes, max_size) then RandomHorizontalFlip(flip_prob).
+    """Infinite training loader: the ``dataprocess`` pipeline (``od2.data.pipelines``: optional AutoAugment, then
+    ResizeShortestEdge(min_sizes, max_size) and RandomHorizontalFlip(flip_prob)) per image, then the batch-level
+    Stitch (``stitch_prob`` > 0) or 2x2 mosaic (``mosaic``) in ``TrainCollate``.
 
-    Yields batch dicts of ``batch_size`` images for this rank, starting at batch ``start_iter`` of the stream
-    described in ``od2.data.samplers``. Workers are persistent when ``num_workers > 0``.
+    Yields batch dicts for this rank, starting at batch ``start_iter`` of the stream described in
+    ``od2.data.samplers``: ``batch_size`` images, or ``batch_size // 4`` mosaics with ``mosaic``. Workers are
+    persistent when ``num_workers > 0``.
     """
-    transforms = Compose([ResizeShortestEdge(tuple(min_sizes), max_size), RandomHorizontalFlip(flip_prob)])
+    transforms = build_train_transforms(dataprocess, min_sizes, max_size, flip_prob)
+    collate = TrainCollate(size_divisibility, seed, stitch=Stitch(stitch_prob) if stitch_prob > 0 else None,
+                           mosaic=mosaic)
     dataset = DetectionDataset(records, transforms, is_train=True, seed=seed, skip_crowd=skip_crowd)
     sampler = TrainBatchSampler(
         records,
@@ -203,13 +278,13 @@ def build_train_loader(
         start_iter=start_iter,
     )
     logger.info(
-        "train loader: %d images, %d per batch, rank %d/%d, %d workers, starting at batch %d, %s",
-        len(records), batch_size, rank, world_size, num_workers, start_iter, transforms,
+        "train loader: %d images, %d per batch, rank %d/%d, %d workers, starting at batch %d, %s, %s",
+        len(records), batch_size, rank, world_size, num_workers, start_iter, transforms, collate,
     )
     return _data_loader(
         dataset,
         num_workers,
-        size_divisibility,
+        collate,
         batch_sampler=sampler,
         persistent_workers=num_workers > 0,
         pin_memory=pin_memory,
@@ -235,4 +310,10 @@ def build_test_loader(
         raise ValueError(f"need 0 <= rank < world_size, got rank={rank}, world_size={world_size}")
     transforms = Compose([ResizeShortestEdge((min_size,), max_size)])
     dataset = DetectionDataset(records[rank::world_size], transforms, is_train=False)
-    return _data_loader(dataset, num_workers, size_divisibility, batch_size=batch_size, shuffle=False)
+    collate = functools.partial(collate_batch, size_divisibility=size_divisibility)
+    return _data_loader(dataset, num_workers, collate, batch_size=batch_size, shuffle=False)
+
+
+def stitcher_seed(seed: int) -> int:
+    """The seed of the Stitcher mosaic loader: its own image order and augmentation, independent of ``seed``'s."""
+    return int(np.random.SeedSequence([seed, STITCHER_SAMPLER_STREAM]).generate_state(1)[0])

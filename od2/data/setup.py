@@ -9,7 +9,7 @@ from od2.config import CfgNode
 from od2.engine import distributed as dist
 
 from .catalog import get_dataset
-from .loader import build_test_loader, build_train_loader
+from .loader import build_test_loader, build_train_loader, stitcher_seed
 from .records import DatasetInfo
 
 logger = logging.getLogger(__name__)
@@ -33,15 +33,22 @@ def load_datasets(names: list[str], cfg: CfgNode) -> DatasetInfo:
     return merged
 
 
-def build_train_loader_from_cfg(cfg: CfgNode, records: list[dict], start_iter: int = 0):
-    """The infinite, deterministic training loader of this rank, positioned at ``start_iter``."""
+def build_train_loader_from_cfg(cfg: CfgNode, records: list[dict], start_iter: int = 0, mosaic: bool = False):
+    """The infinite, deterministic training loader of this rank, positioned at ``start_iter``.
+
+    ``mosaic``: the Stitcher loader instead (INPUT.STITCHER): images resized to half of INPUT.MIN_SIZE_TRAIN /
+    MAX_SIZE_TRAIN, four per output image tiled 2x2, from its own seeded stream.
+    """
+    scale = 2 if mosaic else 1
     return build_train_loader(
-        records, min_sizes=tuple(cfg.INPUT.MIN_SIZE_TRAIN), max_size=cfg.INPUT.MAX_SIZE_TRAIN,
-        flip_prob=cfg.INPUT.RANDOM_FLIP, batch_size=cfg.SOLVER.IMS_PER_BATCH,
-        num_workers=cfg.DATALOADER.NUM_WORKERS, seed=cfg.SEED, rank=dist.get_rank(),
+        records, min_sizes=tuple(max(1, s // scale) for s in cfg.INPUT.MIN_SIZE_TRAIN),
+        max_size=max(1, cfg.INPUT.MAX_SIZE_TRAIN // scale), flip_prob=cfg.INPUT.RANDOM_FLIP,
+        batch_size=cfg.SOLVER.IMS_PER_BATCH * (4 if mosaic else 1), num_workers=cfg.DATALOADER.NUM_WORKERS,
+        seed=stitcher_seed(cfg.SEED) if mosaic else cfg.SEED, rank=dist.get_rank(),
         world_size=dist.get_world_size(), size_divisibility=cfg.INPUT.SIZE_DIVISIBILITY, start_iter=start_iter,
         group_by_aspect_ratio=cfg.DATALOADER.ASPECT_RATIO_GROUPING,
-        skip_crowd=cfg.DATASETS.SKIP_CROWD_DURING_TRAINING,
+        skip_crowd=cfg.DATASETS.SKIP_CROWD_DURING_TRAINING, dataprocess=cfg.INPUT.DATAPROCESS,
+        stitch_prob=0.0 if mosaic else cfg.INPUT.STITCH, mosaic=mosaic,
     )
 
 

@@ -25,7 +25,7 @@ from torch.nn.parallel import DistributedDataParallel
 from tqdm import tqdm
 
 from od2.config import CfgNode, ConfigError
-from od2.data.setup import build_train_loader_from_cfg, load_datasets
+from od2.data.setup import load_datasets
 from od2.evaluation.evaluate import evaluate_model
 from od2.layers.norms import convert_sync_batchnorm
 from od2.modeling.build import build_model
@@ -36,6 +36,7 @@ from .ema import ModelEMA
 from .lr_schedule import LRSchedule
 from .optimizer import build_optimizer
 from .setup import load_initial_weights, resolve_device, set_seed
+from .train_feed import TrainFeed
 
 logger = logging.getLogger(__name__)
 
@@ -94,7 +95,11 @@ class Trainer:
         self.optimizer = build_optimizer(self.bare_model, cfg.SOLVER)
         self.ema = self.new_ema()
         self.schedule = LRSchedule.from_cfg(cfg.SOLVER)
+        if cfg.INPUT.STITCHER.ENABLED:
+            self.bare_model.small_box_area = cfg.INPUT.STITCHER.SMALL_AREA
         self.start_iter = 0
+        self.feed_state: dict = {}
+        self.feed: TrainFeed | None = None
         self.writer = None
 
     @property
@@ -121,6 +126,7 @@ class Trainer:
         self.bare_model.load_state_dict(state["model"])
         self.optimizer.load_state_dict(state["optimizer"])
         self.start_iter = int(state["iteration"])
+        self.feed_state = {key: state[key] for key in TrainFeed.STATE_KEYS if key in state}
         if "rng" in state and dist.get_world_size() == state.get("world_size", 1):
             set_rng_state(state["rng"])
         if self.ema is not None and "ema" in state:
@@ -148,8 +154,7 @@ class Trainer:
                     f"{'on' if self.scaler.is_enabled() else 'off'})" if self.amp_dtype else "off (fp32)",
                     f"decay {cfg.MODEL.EMA.DECAY}, warmup {cfg.MODEL.EMA.WARMUP}" if self.ema else "off")
         max_iter = cfg.SOLVER.MAX_ITER
-        loader = build_train_loader_from_cfg(cfg, self.train_data.records, start_iter=self.start_iter)
-        data_iter = iter(loader)
+        self.feed = TrainFeed(cfg, self.train_data.records, self.start_iter, self.feed_state)
         self.model.train()
         metrics_file = (self.output_dir / "metrics.jsonl").open("a") if dist.is_main_process() else None
         if dist.is_main_process():
@@ -161,16 +166,18 @@ class Trainer:
         try:
             for iteration in range(self.start_iter, max_iter):
                 data_start = time.perf_counter()
-                batch = next(data_iter)
+                batch = self.feed.next_batch()
                 data_time = time.perf_counter() - data_start
                 losses = self.step(iteration, batch)
+                self.feed.feedback(losses)
                 bar.update(1)
                 bar.set_postfix({k.removeprefix("loss_"): f"{v:.3f}" for k, v in losses.items()}
                                 | {"lr": f"{self.optimizer.param_groups[0]['lr']:.2e}"}, refresh=False)
                 done = iteration + 1
                 if dist.is_main_process() and ((cfg.LOG_PERIOD and done % cfg.LOG_PERIOD == 0) or done == max_iter):
                     record = {"iteration": done, **losses, "lr": self.optimizer.param_groups[0]["lr"],
-                              "data_time": round(data_time, 4), "time": round(bar.format_dict["elapsed"], 2)}
+                              "data_time": round(data_time, 4), "time": round(bar.format_dict["elapsed"], 2),
+                              **({"mosaic_batches": self.feed.mosaic_batches} if self.feed.enabled else {})}
                     metrics_file.write(json.dumps(record) + "\n")
                     metrics_file.flush()
                     for key, value in losses.items():
@@ -201,7 +208,7 @@ class Trainer:
         with torch.autocast(self.device.type, dtype=self.amp_dtype, enabled=self.amp_dtype is not None):
             loss_dict = self.model(images, batch["image_sizes"], targets)
         loss_dict = {k: v.float() for k, v in loss_dict.items()}  # fp32 whatever the autocast dtype
-        total = sum(loss_dict.values())
+        total = sum(v for k, v in loss_dict.items() if k.startswith("loss_"))  # other entries are statistics
         reduced = dist.reduce_mean({**loss_dict, "total_loss": total})
         if not math.isfinite(reduced["total_loss"]):
             path = self.save(f"model_nonfinite_{iteration:07d}.pth", iteration)
@@ -225,7 +232,7 @@ class Trainer:
     def save(self, name: str, iteration: int) -> Path:
         path = self.output_dir / name
         if dist.is_main_process():
-            extra = {**(self.ema.state_dict() if self.ema else {}),
+            extra = {**(self.ema.state_dict() if self.ema else {}), **(self.feed.state_dict() if self.feed else {}),
                      **({"scaler": self.scaler.state_dict()} if self.scaler.is_enabled() else {})}
             path = save_training_checkpoint(self.output_dir, name, self.bare_model, self.optimizer, iteration,
                                             world_size=dist.get_world_size(),

@@ -12,7 +12,7 @@ import torch.nn.functional as F
 
 from .anchors import AnchorGenerator
 from .box_coder import BoxCoder
-from .losses import box_loss_sum, focal_loss_sum
+from .losses import box_losses, focal_loss_sum
 from .matcher import NEGATIVE, POSITIVE, Matcher, batched_box_iou, pad_boxes
 from .postprocess import detect
 from .retinanet_head import RetinaNetHead
@@ -32,6 +32,11 @@ class RetinaNet(nn.Module):
         loss and test settings: as the MODEL.RETINANET config keys of the same names.
         channels_last: run the convolutions in NHWC memory layout (1.7x faster training on CPU here); the
             caller converts the module with ``.to(memory_format=torch.channels_last)``.
+
+    Attributes:
+        small_box_area: when > 0, the training losses also report ``small_box_loss_share``: the share of the box
+            regression loss that comes from ground-truth boxes with area below this (input pixels²), the
+            feedback signal of the Stitcher data provider (Chen et al. 2020). Not a loss: it carries no gradient.
     """
 
     def __init__(self, backbone: nn.Module, neck: nn.Module, head: RetinaNetHead, in_features: list[str],
@@ -51,6 +56,7 @@ class RetinaNet(nn.Module):
         self.score_thresh, self.topk_candidates = score_thresh, topk_candidates
         self.nms_thresh, self.max_detections = nms_thresh, max_detections
         self.memory_format = torch.channels_last if channels_last else torch.contiguous_format
+        self.small_box_area = 0.0
 
     @property
     def num_classes(self) -> int:
@@ -110,7 +116,7 @@ class RetinaNet(nn.Module):
         pos_anchors = all_anchors[None].expand_as(matched_boxes)[positive]
         pos_deltas, pos_gt = deltas[positive], matched_boxes[positive]
         iou_loss = self.box_loss_type not in ("smooth_l1", "l1")
-        loss_box = box_loss_sum(
+        per_box = box_losses(
             self.box_loss_type,
             pred_deltas=pos_deltas,
             target_deltas=None if iou_loss else self.box_coder.encode(pos_anchors, pos_gt),
@@ -119,7 +125,17 @@ class RetinaNet(nn.Module):
             target_boxes=pos_gt if iou_loss else None,
             smooth_l1_beta=self.smooth_l1_beta,
         )
-        return {"loss_cls": loss_cls / num_pos, "loss_box_reg": self.box_loss_scale * loss_box / num_pos}
+        losses = {"loss_cls": loss_cls / num_pos, "loss_box_reg": self.box_loss_scale * per_box.sum() / num_pos}
+        if self.small_box_area > 0:
+            losses["small_box_loss_share"] = self.small_box_loss_share(per_box.detach(), pos_gt)
+        return losses
+
+    def small_box_loss_share(self, per_box: torch.Tensor, gt_boxes: torch.Tensor) -> torch.Tensor:
+        """Share of the box loss ``per_box`` [P] whose matched ground truth ``gt_boxes`` [P, 4] is smaller than
+        ``small_box_area``; 0 when there is no box loss."""
+        areas = (gt_boxes[:, 2] - gt_boxes[:, 0]) * (gt_boxes[:, 3] - gt_boxes[:, 1])
+        small = (per_box * (areas < self.small_box_area)).sum()
+        return small / per_box.sum().clamp(min=torch.finfo(per_box.dtype).tiny)
 
     @staticmethod
     def clip_to_images(boxes: torch.Tensor, image_sizes: torch.Tensor, positive: torch.Tensor) -> torch.Tensor:

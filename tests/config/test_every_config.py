@@ -58,11 +58,19 @@ LOG_ROWS = {
     5: ("RetinaNet-EvoNormS", "EvoNormS0", "EvoNormS0", "NA", "smooth_l1", "piecewise", 4),
     7: ("RetinaNet-EvoNormS-GIoU", "EvoNormS0", "EvoNormS0", "NA", "giou", "piecewise", 4),
     8: ("RetinaNet-EvoNormS-GIoU-cosine", "EvoNormS0", "EvoNormS0", "NA", "giou", "cosine", 4),
+    9: ("RetinaNet-EvoNormS-GIoU-AA", "EvoNormS0", "EvoNormS0", "NA", "giou", "piecewise", 4),
+    10: ("RetinaNet-EvoNormS-GIoU-Stitch", "EvoNormS0", "EvoNormS0", "NA", "giou", "piecewise", 4),
+    "WAA": ("RetinaNet-EvoNormS-GIoU-WAA-cosine", "EvoNormS0", "EvoNormS0", "NA", "giou", "cosine", 4),
+    "WAA+Stitch": ("RetinaNet-EvoNormS-GIoU-WAA-Stitch-cosine", "EvoNormS0", "EvoNormS0", "NA", "giou", "cosine", 4),
     16: ("RetinaNet-SN-GIoU", "SN", "SN", "relu", "giou", "piecewise", 4),
 }
 
 
-@pytest.mark.parametrize("row", sorted(LOG_ROWS))
+# The data pipeline of each row (INPUT.DATAPROCESS, INPUT.STITCH); rows not listed use the plain one.
+LOG_ROW_DATA = {9: ("AA", 0.0), 10: ("coco", 0.5), "WAA": ("WAA", 0.0), "WAA+Stitch": ("WAA", 0.5)}
+
+
+@pytest.mark.parametrize("row", list(LOG_ROWS))
 def test_log_row_configs_match_the_log(row):
     name, fpn_norm, head_norm, act, loss, decay, batch = LOG_ROWS[row]
     cfg = load_config(REPO / "configs" / "coco" / f"{name}.yaml")
@@ -78,3 +86,5 @@ def test_log_row_configs_match_the_log(row):
     if decay == "cosine":
         assert solver.MIN_LR == pytest.approx(1e-6)
     assert cfg.OUTPUT_DIR.endswith(name)
+    assert (cfg.INPUT.DATAPROCESS, cfg.INPUT.STITCH) == LOG_ROW_DATA.get(row, ("coco", 0.0))
+    assert not cfg.INPUT.STITCHER.ENABLED

@@ -1,0 +1,70 @@
+"""The training batches of a run, including the Stitcher feedback loop (Chen et al. 2020; ``INPUT.STITCHER``).
+
+Without Stitcher, batch k of the run is batch k of the training loader. With Stitcher, a second loader yields
+batches of 2x2 mosaics built from images resized to half the training sizes (``od2.data.stitch.mosaic_2x2``, run
+in its workers), and after each step the trainer reports the step's ``small_box_loss_share`` (the share of the box
+regression loss from ground truth smaller than ``INPUT.STITCHER.SMALL_AREA``): if it is below
+``INPUT.STITCHER.THRESHOLD``, the next batch is a mosaic batch, else a regular one. The share is averaged over
+ranks before the decision, so all ranks switch together.
+
+Both loaders are deterministic streams, so the feed's state is three numbers (batches taken from each loader and
+the pending decision); checkpoints store them and a resumed run continues exactly.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from od2.config import CfgNode
+from od2.data.setup import build_train_loader_from_cfg
+
+logger = logging.getLogger(__name__)
+
+__all__ = ["TrainFeed"]
+
+
+class TrainFeed:
+    """Yields the run's training batches and takes the Stitcher feedback.
+
+    Args:
+        cfg: the run's config.
+        records: training ImageRecords.
+        iteration: the iteration the run starts at.
+        state: ``state_dict()`` of the feed that saved the checkpoint being resumed (empty for a fresh run, or a
+            checkpoint without Stitcher: then the regular loader resumes at ``iteration``).
+    """
+
+    STATE_KEYS = ("feed_regular_batches", "feed_mosaic_batches", "feed_mosaic_next")
+
+    def __init__(self, cfg: CfgNode, records: list[dict], iteration: int, state: dict[str, Any] | None = None):
+        state = state or {}
+        stitcher = cfg.INPUT.STITCHER
+        self.enabled = stitcher.ENABLED
+        self.threshold = stitcher.THRESHOLD
+        self.regular_batches = int(state.get("feed_regular_batches", iteration))
+        self.mosaic_batches = int(state.get("feed_mosaic_batches", 0))
+        self.mosaic_next = bool(state.get("feed_mosaic_next", False))
+        self._regular = iter(build_train_loader_from_cfg(cfg, records, start_iter=self.regular_batches))
+        self._mosaic = (iter(build_train_loader_from_cfg(cfg, records, start_iter=self.mosaic_batches, mosaic=True))
+                        if self.enabled else None)
+
+    def next_batch(self) -> dict:
+        """The next batch dict (a mosaic batch if the last feedback asked for one)."""
+        if self.mosaic_next:
+            self.mosaic_batches += 1
+            return next(self._mosaic)
+        self.regular_batches += 1
+        return next(self._regular)
+
+    def feedback(self, losses: dict[str, float]) -> None:
+        """Decide the next batch's kind from a step's rank-averaged losses (no-op without Stitcher)."""
+        if self.enabled:
+            self.mosaic_next = losses["small_box_loss_share"] < self.threshold
+
+    def state_dict(self) -> dict[str, Any]:
+        """What a checkpoint needs to resume the feed exactly (empty without Stitcher)."""
+        if not self.enabled:
+            return {}
+        return {"feed_regular_batches": self.regular_batches, "feed_mosaic_batches": self.mosaic_batches,
+                "feed_mosaic_next": self.mosaic_next}
