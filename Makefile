@@ -30,6 +30,7 @@ test: install
 bench: install
 	$(PY) benchmarks/cpu_speed.py
 	$(PY) benchmarks/head_norms.py
+	$(PY) benchmarks/data_throughput.py
 
 clean-demo:
 	rm -rf $(DEMO_OUT)

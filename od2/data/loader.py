@@ -265,6 +265,9 @@ def build_train_loader(
     persistent when ``num_workers > 0``.
     """
     transforms = build_train_transforms(dataprocess, min_sizes, max_size, flip_prob)
+    if stitch_prob > 0 and batch_size < 2:
+        logger.warning("INPUT.STITCH=%s has no effect with %d image per batch: Stitch pairs images of one batch",
+                       stitch_prob, batch_size)
     collate = TrainCollate(size_divisibility, seed, stitch=Stitch(stitch_prob) if stitch_prob > 0 else None,
                            mosaic=mosaic)
     dataset = DetectionDataset(records, transforms, is_train=True, seed=seed, skip_crowd=skip_crowd)

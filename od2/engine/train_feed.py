@@ -45,12 +45,14 @@ class TrainFeed:
         self.regular_batches = int(state.get("feed_regular_batches", iteration))
         self.mosaic_batches = int(state.get("feed_mosaic_batches", 0))
         self.mosaic_next = bool(state.get("feed_mosaic_next", False))
+        self._in_step = False  # a batch was taken and its step has not reported back yet
         self._regular = iter(build_train_loader_from_cfg(cfg, records, start_iter=self.regular_batches))
         self._mosaic = (iter(build_train_loader_from_cfg(cfg, records, start_iter=self.mosaic_batches, mosaic=True))
                         if self.enabled else None)
 
     def next_batch(self) -> dict:
         """The next batch dict (a mosaic batch if the last feedback asked for one)."""
+        self._in_step = True
         if self.mosaic_next:
             self.mosaic_batches += 1
             return next(self._mosaic)
@@ -59,12 +61,20 @@ class TrainFeed:
 
     def feedback(self, losses: dict[str, float]) -> None:
         """Decide the next batch's kind from a step's rank-averaged losses (no-op without Stitcher)."""
+        self._in_step = False
         if self.enabled:
             self.mosaic_next = losses["small_box_loss_share"] < self.threshold
 
     def state_dict(self) -> dict[str, Any]:
-        """What a checkpoint needs to resume the feed exactly (empty without Stitcher)."""
+        """What a checkpoint needs to resume the feed exactly (empty without Stitcher).
+
+        Saved during a step (the trainer's checkpoint before a non-finite loss), the state is the one before that
+        step's batch was taken, so a resume replays that batch.
+        """
         if not self.enabled:
             return {}
-        return {"feed_regular_batches": self.regular_batches, "feed_mosaic_batches": self.mosaic_batches,
-                "feed_mosaic_next": self.mosaic_next}
+        regular, mosaic = self.regular_batches, self.mosaic_batches
+        if self._in_step:
+            mosaic -= self.mosaic_next
+            regular -= not self.mosaic_next
+        return {"feed_regular_batches": regular, "feed_mosaic_batches": mosaic, "feed_mosaic_next": self.mosaic_next}

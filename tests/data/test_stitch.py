@@ -157,3 +157,10 @@ def test_mosaic_loader_yields_a_quarter_of_its_images_as_mosaics(records):
     # 4 images x 2 boxes each, less the crowd boxes (every third record has one)
     assert all(4 <= len(b) <= 8 for b in batch["boxes"]) and sum(map(len, batch["boxes"])) < 16
     assert (batch["image_sizes"].min(dim=1).values >= 32).all()  # two 16-pixel short sides per side
+
+
+def test_stitch_with_one_image_per_batch_warns(records, caplog):
+    with caplog.at_level("WARNING", logger="od2.data.loader"):
+        build_train_loader(records, min_sizes=(16,), max_size=32, flip_prob=0.0, batch_size=1, num_workers=0, seed=0,
+                           stitch_prob=0.5)
+    assert "no effect" in caplog.text

@@ -9,7 +9,7 @@ from test_train_e2e import digits_root, read_metrics, tiny_cfg  # noqa: F401 (di
 from torchvision.ops import generalized_box_iou_loss
 
 from od2.engine.checkpoint import load_checkpoint
-from od2.engine.trainer import Trainer
+from od2.engine.trainer import NonFiniteLossError, Trainer
 from od2.modeling.build import build_model
 
 pytestmark = pytest.mark.usefixtures("digits_root")
@@ -86,3 +86,31 @@ def test_training_with_stitch_trains(tmp_path):
     Trainer(cfg).train()
     losses = [m["total_loss"] for m in read_metrics(tmp_path) if "total_loss" in m]
     assert len(losses) == 3 and all(torch.isfinite(torch.tensor(losses)))
+
+
+def test_resume_from_the_nonfinite_checkpoint_replays_the_failed_batch(tmp_path, monkeypatch):
+    common = [*STITCHER, "INPUT.STITCHER.THRESHOLD=0.5", "SOLVER.MAX_ITER=5"]
+    straight, failed = tmp_path / "straight", tmp_path / "failed"
+    Trainer(tiny_cfg(straight, *common)).train()
+    trainer = Trainer(tiny_cfg(failed, *common))
+    real_forward, calls = trainer.model.forward, {"n": 0}
+
+    def forward_that_explodes(*args, **kwargs):
+        out = real_forward(*args, **kwargs)
+        calls["n"] += 1
+        if calls["n"] == 4:  # iteration 3, a mosaic batch at threshold 0.5 (batches alternate R M R M R)
+            out["loss_cls"] = out["loss_cls"] * float("nan")
+        return out
+
+    monkeypatch.setattr(trainer.model, "forward", forward_that_explodes)
+    with pytest.raises(NonFiniteLossError):
+        trainer.train()
+    saved = load_checkpoint(failed / "model_nonfinite_0000003.pth")
+    assert saved["iteration"] == 3
+    # the state before iteration 3 took its batch: 2 regular + 1 mosaic batch, a mosaic batch next
+    assert (saved["feed_regular_batches"], saved["feed_mosaic_batches"], saved["feed_mosaic_next"]) == (2, 1, True)
+    (failed / "last_checkpoint").write_text("model_nonfinite_0000003.pth")
+    Trainer(tiny_cfg(failed, *common)).train(resume=True)
+    a, b = load_checkpoint(straight / "model_final.pth"), load_checkpoint(failed / "model_final.pth")
+    for key in a["model"]:
+        torch.testing.assert_close(a["model"][key], b["model"][key], rtol=1e-5, atol=1e-6)
