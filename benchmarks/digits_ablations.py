@@ -1,4 +1,4 @@
-"""Same-budget ablations of the log's training knobs on the digits data (issue 3), one `od2 train` per variant.
+"""Same-budget ablations of the log's training knobs on the digits data (issues 3 and 4), one `od2 train` per variant.
 
 Every variant is the demo config (configs/digits/retinanet_lite0.yaml) with a few overrides, trained and
 evaluated on digits_val at the end; the script prints a markdown table of AP/AP50/AP75/APs/APm/APl and wall time
@@ -35,6 +35,10 @@ VARIANTS: dict[str, list[str]] = {
     "GIoU, cosine": ["MODEL.RETINANET.BBOX_REG_LOSS_TYPE=giou"],
     "smooth-L1, piecewise (x0.1 at 2/3 and 5/6, as 80k/100k of 120k)": [
         "SOLVER.LR_DECAY_TYPE=piecewise", "SOLVER.STEPS=[667,833]"],
+    # batch-level augmentation (issue 4), same 1000 x 8 budget: the original's Stitch, and the Stitcher paper's
+    # 2x2 mosaics when the small-object share of the box loss drops below 0.1
+    "Stitch 0.5, cosine": ["INPUT.STITCH=0.5"],
+    "Stitcher 2x2 (threshold 0.1), cosine": ["INPUT.STITCHER.ENABLED=true"],
     # the norm comparison at 1 image per batch (same LR 0.02, as the log's 1-GPU runs): FPN and head norm,
     # 2000 iterations (a quarter of the images above) and 8000 (as many images as above)
     "batch 1 x 2000, FPN+head BN": batch_1(2000) + BN,
