@@ -39,6 +39,9 @@ VARIANTS: dict[str, list[str]] = {
     # 2x2 mosaics when the small-object share of the box loss drops below 0.1
     "Stitch 0.5, cosine": ["INPUT.STITCH=0.5"],
     "Stitcher 2x2 (threshold 0.1), cosine": ["INPUT.STITCHER.ENABLED=true"],
+    # per-image AutoAugment (issue 4): Google's policy v0 (log row 9) and the original author's WAA
+    "AutoAugment v0, cosine": ["INPUT.DATAPROCESS=AA"],
+    "WAA, cosine": ["INPUT.DATAPROCESS=WAA"],
     # the norm comparison at 1 image per batch (same LR 0.02, as the log's 1-GPU runs): FPN and head norm,
     # 2000 iterations (a quarter of the images above) and 8000 (as many images as above)
     "batch 1 x 2000, FPN+head BN": batch_1(2000) + BN,
