@@ -38,6 +38,7 @@ DEFAULTS: dict[str, Any] = {
             "OUT_CHANNELS": 256,
             "NORM": "",
             "ACTIVATION_FN": "relu",
+            "FUSE_TYPE": "sum",
         },
         "ANCHOR_GENERATOR": {
             "SIZES": LOG_ANCHOR_SIZES,

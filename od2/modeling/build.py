@@ -7,7 +7,7 @@ import logging
 import torch.nn as nn
 
 from od2.config import CfgNode
-from od2.layers import get_norm, norm_includes_activation
+from od2.layers import FUSE_TYPES, get_norm, norm_includes_activation
 
 from .anchors import AnchorGenerator
 from .backbones import build_backbone
@@ -57,8 +57,10 @@ def build_model(cfg: CfgNode, num_classes: int) -> RetinaNet:
     # Only build the stride-2 levels above the inputs that the head uses (unused ones would break DDP).
     top_level = max(int(name[1:]) for name in head_cfg.IN_FEATURES)
     num_extra = max(top_level - int(model_cfg.FPN.IN_FEATURES[-1][1:]), 0)
+    if model_cfg.FPN.FUSE_TYPE not in FUSE_TYPES:
+        raise ValueError(f"MODEL.FPN.FUSE_TYPE {model_cfg.FPN.FUSE_TYPE!r} is not one of {FUSE_TYPES}")
     neck = FPN(fpn_in, model_cfg.FPN.OUT_CHANNELS, norm=model_cfg.FPN.NORM, activation=model_cfg.FPN.ACTIVATION_FN,
-               num_extra_levels=num_extra)
+               num_extra_levels=num_extra, fuse_type=model_cfg.FPN.FUSE_TYPE)
     missing = [f for f in head_cfg.IN_FEATURES if f not in neck.out_features]
     if missing:
         raise ValueError(f"MODEL.RETINANET.IN_FEATURES {missing} are not produced by the neck ({neck.out_features})")

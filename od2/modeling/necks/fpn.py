@@ -1,9 +1,11 @@
 """FPN neck, TF-OD-API style as the original (original-spec §3.3).
 
 Top-down: a 1x1 lateral projection (with bias, no norm) of each input; the coarsest is the seed; each
-finer level adds the nearest-resized merged map above it. Every merged map goes through a 3x3 output
-conv + norm + activation to give P3..P5. P6 and P7 are 3x3/2 convs (+ norm + activation) from C5 (the
-original's ``LastLevelP6P7`` on the bottom-up C5, not on P5).
+finer level fuses its projection with the nearest-resized merged map above it (a sum, or with
+``fuse_type="wsum"`` the fast normalised weighted sum of ``od2.layers.Fusion``, the original's
+``FPN.FUSE_TYPE``). Every merged map goes through a 3x3 output conv + norm + activation to give P3..P5.
+P6 and P7 are 3x3/2 convs (+ norm + activation) from C5 (the original's ``LastLevelP6P7`` on the
+bottom-up C5, not on P5).
 """
 
 from __future__ import annotations
@@ -12,7 +14,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from od2.layers import ConvNormAct
+from od2.layers import ConvNormAct, Fusion
 
 
 class FPN(nn.Module):
@@ -23,15 +25,17 @@ class FPN(nn.Module):
         out_channels: channels of every output level.
         norm, activation: for the 3x3 output convs and the P6/P7 convs.
         num_extra_levels: stride-2 convs stacked on the coarsest input (2 gives P6, P7).
+        fuse_type: how a lateral and the upsampled coarser map are merged: ``sum`` or ``wsum``.
     Input: dict of [B, C_k, H/s_k, W/s_k]. Output: dict P3..P7 of [B, out_channels, ceil(H/s), ceil(W/s)].
     """
 
     def __init__(self, in_channels: dict[str, int], out_channels: int = 256, norm: str = "",
-                 activation: str = "relu", num_extra_levels: int = 2):
+                 activation: str = "relu", num_extra_levels: int = 2, fuse_type: str = "sum"):
         super().__init__()
         self.in_features = list(in_channels)
         first_level = int(self.in_features[0][1:])
         self.lateral = nn.ModuleList(nn.Conv2d(c, out_channels, 1) for c in in_channels.values())
+        self.fuse = nn.ModuleList(Fusion(2, fuse_type) for _ in self.in_features[:-1])
         self.output = nn.ModuleList(
             ConvNormAct(out_channels, out_channels, 3, norm=norm, activation=activation) for _ in in_channels
         )
@@ -55,7 +59,7 @@ class FPN(nn.Module):
         outputs = [self.output[-1](merged)]
         for idx in range(len(inputs) - 2, -1, -1):
             lateral = self.lateral[idx](inputs[idx])
-            merged = lateral + F.interpolate(merged, size=lateral.shape[-2:], mode="nearest")
+            merged = self.fuse[idx]([lateral, F.interpolate(merged, size=lateral.shape[-2:], mode="nearest")])
             outputs.insert(0, self.output[idx](merged))
         extra = inputs[-1]
         for conv in self.extra:
