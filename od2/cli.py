@@ -1,4 +1,4 @@
-"""The ``od2`` command line: ``od2 train | eval | eval-json | lr-plot | data``.
+"""The ``od2`` command line: ``od2 train | eval | eval-json | lr-plot | model-info | data``.
 
 Every command that takes ``--config FILE`` also takes trailing ``KEY=VALUE`` overrides, e.g.
 ``od2 train --config configs/digits/retinanet_lite0.yaml SOLVER.MAX_ITER=200 OUTPUT_DIR=output/try``.
@@ -23,6 +23,7 @@ EPILOG = """examples:
   od2 eval --config configs/digits/retinanet_lite0.yaml --weights output/digits/model_final.pth --vis 8
   od2 eval-json --gt annotations.json --dt detections.json
   od2 lr-plot --config configs/coco/RetinaNet-BN.yaml --log-y SOLVER.LR_DECAY_TYPE=cosine
+  od2 model-info --config configs/coco/RetinaNet-GN.yaml --size 800 1333 --json
   od2 data stats --config configs/bccd/retinanet_lite0.yaml --split test
   od2 data convert --from voc --input datasets/bccd --split train --to yolo --out datasets/bccd_yolo
 Config keys are documented in docs/config.md; any of them can be overridden as KEY=VALUE."""
@@ -74,6 +75,21 @@ def build_parser() -> argparse.ArgumentParser:
     _add_config_args(lr_plot)
     lr_plot.add_argument("--out", help="PNG to write (default: OUTPUT_DIR/lr_schedule.png)")
     lr_plot.add_argument("--log-y", action="store_true", help="logarithmic LR axis (shows small LRs and MIN_LR)")
+
+    model_info = sub.add_parser(
+        "model-info", help="parameter counts, FLOPs and feature-map shapes of the model a config builds",
+        description="Build the config's model on CPU (no weights, no data needed) and print: parameters (total, "
+                    "trainable, per part: backbone, neck, head), the FLOPs of one forward of one image through "
+                    "backbone, neck and head (torch.utils.flop_counter, a multiply-add = 2 FLOPs, GMACs = GFLOPs "
+                    "/ 2; no postprocessing), and the backbone (C3..C5) and neck (P3..P7) feature-map shapes. "
+                    "The input defaults to short side INPUT.MIN_SIZE_TEST, long side 4/3 of it (capped by "
+                    "INPUT.MAX_SIZE_TEST), padded to INPUT.SIZE_DIVISIBILITY.")
+    _add_config_args(model_info)
+    model_info.add_argument("--size", type=int, nargs=2, metavar=("H", "W"),
+                            help="input height and width (rounded up to INPUT.SIZE_DIVISIBILITY)")
+    model_info.add_argument("--num-classes", type=int, default=80, metavar="N",
+                            help="classes of the head when MODEL.RETINANET.NUM_CLASSES is 0 (default 80)")
+    model_info.add_argument("--json", action="store_true", help="print the numbers as JSON instead of a table")
 
     add_data_parser(sub)
     return parser
@@ -154,13 +170,27 @@ def cmd_lr_plot(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_model_info(args: argparse.Namespace) -> int:
+    import json
+
+    from od2.utils.model_info import format_model_info, model_info
+
+    cfg = load_config(args.config, args.opts)
+    try:
+        info = model_info(cfg, args.num_classes, tuple(args.size) if args.size else None)
+    except ValueError as exc:  # unknown architecture / keys, bad --size
+        raise ConfigError(f"{args.config}: {exc}") from exc
+    print(json.dumps(info, indent=2) if args.json else format_model_info(info))
+    return 0
+
+
 def dist_rank_from_env() -> int:
     import os
     return int(os.environ.get("RANK", "0"))
 
 
 COMMANDS = {"train": cmd_train, "eval": cmd_eval, "eval-json": cmd_eval_json, "lr-plot": cmd_lr_plot,
-            "data": run_data_command}
+            "model-info": cmd_model_info, "data": run_data_command}
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
