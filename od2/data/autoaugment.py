@@ -43,7 +43,7 @@ from collections.abc import Callable
 
 import numpy as np
 
-from od2.data.transforms import Sample, clip_and_filter
+from od2.data.transforms import Sample, check_probability, clip_and_filter
 
 __all__ = [
     "AUTOAUGMENT_POLICIES",
@@ -582,8 +582,7 @@ def apply_op(name: str, sample: Sample, rng: np.random.Generator, prob: float, l
     """
     if name not in OPS:
         raise ValueError(f"unknown AutoAugment op {name!r}; valid ops: {sorted(OPS)}")
-    if not 0.0 <= prob <= 1.0:
-        raise ValueError(f"prob must be in [0, 1], got {prob}")
+    check_probability(prob)
     if name not in BBOX_ONLY_OPS and rng.random() >= prob:
         return sample
     return OPS[name](sample, rng, level, prob)

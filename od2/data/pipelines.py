@@ -14,7 +14,9 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from od2.config import ConfigError
+from od2.data.autoaugment import AutoAugment
 from od2.data.transforms import Compose, RandomHorizontalFlip, ResizeShortestEdge, Transform
+from od2.data.waa import WAutoAugment
 
 __all__ = ["DATAPROCESSES", "build_train_transforms"]
 
@@ -26,11 +28,7 @@ def _augmentation(name: str) -> list[Transform]:
     if name == "coco":
         return []
     if name == "WAA":
-        from od2.data.waa import WAutoAugment
-
         return [WAutoAugment()]
-    from od2.data.autoaugment import AutoAugment
-
     return [AutoAugment("v0" if name == "AA" else name.removeprefix("AA_").lower())]
 
 

@@ -40,6 +40,7 @@ __all__ = [
     "ResizeShortestEdge",
     "Sample",
     "Transform",
+    "check_probability",
     "clip_and_filter",
     "image_as_tensor",
     "resize_image",
@@ -81,6 +82,13 @@ class Transform(Protocol):
     """A transform of one sample; see the module docstring for the contract."""
 
     def __call__(self, sample: Sample, rng: np.random.Generator) -> Sample: ...
+
+
+def check_probability(prob: float) -> float:
+    """``prob`` as a float; ValueError unless it is in [0, 1]."""
+    if not 0.0 <= prob <= 1.0:
+        raise ValueError(f"prob must be in [0, 1], got {prob}")
+    return float(prob)
 
 
 def clip_and_filter(sample: Sample, min_side: float = MIN_BOX_SIDE) -> Sample:
@@ -184,9 +192,7 @@ class RandomHorizontalFlip:
     """Mirror the image left-right with probability ``prob``; boxes map to x1' = W - x2, x2' = W - x1."""
 
     def __init__(self, prob: float = 0.5) -> None:
-        if not 0.0 <= prob <= 1.0:
-            raise ValueError(f"prob must be in [0, 1], got {prob}")
-        self.prob = float(prob)
+        self.prob = check_probability(prob)
 
     def __call__(self, sample: Sample, rng: np.random.Generator) -> Sample:
         # Always draw, so the random stream of later transforms does not depend on prob.

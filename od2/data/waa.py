@@ -36,7 +36,7 @@ from od2.data.autoaugment import (
     shear_matrix,
     transform_boxes,
 )
-from od2.data.transforms import Sample, Transform, clip_and_filter
+from od2.data.transforms import Sample, Transform, check_probability, clip_and_filter
 
 __all__ = [
     "RandomRotateAnyAngle",
@@ -50,12 +50,6 @@ __all__ = [
 ]
 
 
-def _check_prob(prob: float) -> float:
-    if not 0.0 <= prob <= 1.0:
-        raise ValueError(f"prob must be in [0, 1], got {prob}")
-    return float(prob)
-
-
 class WRandomTranslate:
     """With probability ``prob`` pad ``pixels`` columns on the left (horizontal) or rows on the top (vertical).
 
@@ -66,7 +60,7 @@ class WRandomTranslate:
         if pixels < 0:
             raise ValueError(f"pixels must be >= 0, got {pixels}")
         self.pixels = int(pixels)
-        self.prob = _check_prob(prob)
+        self.prob = check_probability(prob)
         self.horizontal = bool(horizontal)
         self.fill = int(fill)
 
@@ -93,7 +87,7 @@ class WRandomEqualize:
     """Per-channel histogram equalisation (``autoaugment.equalize``) with probability ``prob``."""
 
     def __init__(self, prob: float = 0.8) -> None:
-        self.prob = _check_prob(prob)
+        self.prob = check_probability(prob)
 
     def __call__(self, sample: Sample, rng: np.random.Generator) -> Sample:
         if rng.random() >= self.prob:
@@ -109,7 +103,7 @@ class WRandomCutout:
 
     def __init__(self, pad_size: int = 8, prob: float = 0.8, fill: int = 0) -> None:
         self.pad_size = int(pad_size)
-        self.prob = _check_prob(prob)
+        self.prob = check_probability(prob)
         self.fill = int(fill)
 
     def __call__(self, sample: Sample, rng: np.random.Generator) -> Sample:
@@ -151,7 +145,7 @@ class RandomRotateAnyAngle:
 
     def __init__(self, max_angle: float = 30.0, prob: float = 0.6, fill: int = 0) -> None:
         self.max_angle = float(max_angle)
-        self.prob = _check_prob(prob)
+        self.prob = check_probability(prob)
         self.fill = int(fill)
 
     def __call__(self, sample: Sample, rng: np.random.Generator) -> Sample:
