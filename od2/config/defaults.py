@@ -13,6 +13,9 @@ from typing import Any
 # Anchor sizes of the log: 32 * 2^(k/3) per level, P3..P7 (original-spec §3.5).
 LOG_ANCHOR_SIZES = [[round(32 * 2 ** (level + k / 3), 3) for k in range(3)] for level in range(5)]
 
+# Keys of the backbone-made C6/C7 levels (original-spec §3.2): which levels, their channels, norm and activation.
+C6C7_DEFAULTS: dict[str, Any] = {"MAKE_C6C7": "", "OUT_CHANNELS": 256, "NORM": "EvoNormS0", "ACTIVATION_FN": "NA"}
+
 DEFAULTS: dict[str, Any] = {
     "MODEL": {
         "META_ARCHITECTURE": "RetinaNet",
@@ -32,13 +35,41 @@ DEFAULTS: dict[str, Any] = {
             "NORM": "FrozenBN",
             "PRETRAINED": False,
         },
-        "RESNETS": {"DEPTH": 50},
+        # C6/C7 made in the backbone by stride-2 3x3 convs from C5 ("", "C6", "C6C7"), one section per backbone
+        # family as in the original; the section used is the one of MODEL.BACKBONE.NAME.
+        "RESNETS": {"DEPTH": 50, **C6C7_DEFAULTS},
+        "EFFICIENTNETS": dict(C6C7_DEFAULTS),
+        "MOBILENETS": dict(C6C7_DEFAULTS),
+        "NECK": {"NAME": "fpn"},
         "FPN": {
             "IN_FEATURES": ["C3", "C4", "C5"],
             "OUT_CHANNELS": 256,
             "NORM": "",
             "ACTIVATION_FN": "relu",
             "FUSE_TYPE": "sum",
+        },
+        "TWOWAYFPN": {
+            "IN_FEATURES": ["C3", "C4", "C5", "C6", "C7"],
+            "OUT_CHANNELS": 256,
+            "NORM": "",
+            "ACTIVATION_FN": "relu",
+            "FUSE_TYPE": "wsum",
+        },
+        "PCONV": {
+            "IN_FEATURES": ["C3", "C4", "C5", "C6", "C7"],
+            "OUT_CHANNELS": 256,
+            "NORM": "",
+            "ACTIVATION_FN": "relu",
+            "NUM_CONVS": 3,
+        },
+        "BIFPN": {
+            "IN_FEATURES": ["C3", "C4", "C5", "C6", "C7"],
+            "OUT_CHANNELS": 64,
+            "NORM": "GN",
+            "ACTIVATION_FN": "swish",
+            "REPEAT": 3,
+            "SEPARABLE_CONV": False,
+            "DOWNSAMPLE_KERNEL": 2,
         },
         "ANCHOR_GENERATOR": {
             "SIZES": LOG_ANCHOR_SIZES,
@@ -48,6 +79,7 @@ DEFAULTS: dict[str, Any] = {
             "NUM_CLASSES": 0,
             "IN_FEATURES": ["P3", "P4", "P5", "P6", "P7"],
             "NUM_CONVS": 4,
+            "SEPARABLE_CONV": False,
             "NORM": "",
             "ACTIVATION_FN": "relu",
             "IOU_THRESHOLDS": [0.4, 0.5],

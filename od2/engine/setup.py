@@ -54,8 +54,9 @@ def load_initial_weights(model: torch.nn.Module, path: str) -> None:
     """MODEL.WEIGHTS: an od2 checkpoint / full-model state_dict, or a backbone state_dict.
 
     A file whose keys mostly start with ``backbone.``/``neck.``/``head.`` loads into the whole model; any
-    other state_dict (e.g. a torchvision ResNet's) loads into the backbone. Missing and unexpected keys are
-    logged either way.
+    other state_dict (e.g. a torchvision ResNet / MobileNetV3 / EfficientNet-B0 one) loads into the bottom-up
+    backbone (``model.backbone.body`` when MAKE_C6C7 wrapped it: C6/C7 convs are not in such files). Missing and
+    unexpected keys are logged either way.
     """
     from od2.modeling.backbones.utils import load_backbone_state_dict
 
@@ -67,5 +68,5 @@ def load_initial_weights(model: torch.nn.Module, path: str) -> None:
                     len(result.missing_keys), result.missing_keys[:5], len(result.unexpected_keys),
                     result.unexpected_keys[:5])
     else:
-        load_backbone_state_dict(model.backbone, state)
+        load_backbone_state_dict(getattr(model.backbone, "body", model.backbone), state)
         logger.info("MODEL.WEIGHTS %s -> backbone", path)

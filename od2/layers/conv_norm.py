@@ -27,14 +27,51 @@ class NormAct(nn.Module):
         return self.act(x)
 
 
+class SeparableConv2d(nn.Module):
+    """Depthwise ``kernel x kernel`` conv (no bias) then a pointwise 1x1 conv, the EfficientDet/MobileNet
+    separable conv: ``[B, Cin, H, W] -> [B, Cout, ceil(H/stride), ceil(W/stride)]`` ("same" padding).
+
+    ``weight`` and ``bias`` are the pointwise conv's: what a spectral norm after this conv normalises, and
+    the output bias (a RetinaNet class prior goes there).
+    """
+
+    def __init__(self, cin: int, cout: int, kernel: int, stride: int = 1, bias: bool = True):
+        super().__init__()
+        self.depthwise = nn.Conv2d(cin, cin, kernel, stride, padding=kernel // 2, groups=cin, bias=False)
+        self.pointwise = nn.Conv2d(cin, cout, 1, bias=bias)
+
+    @property
+    def weight(self) -> torch.Tensor:
+        return self.pointwise.weight
+
+    @property
+    def bias(self) -> torch.Tensor | None:
+        return self.pointwise.bias
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.pointwise(self.depthwise(x))
+
+
+def make_conv(cin: int, cout: int, kernel: int, stride: int = 1, bias: bool = True, groups: int = 1,
+              separable: bool = False) -> nn.Module:
+    """A "same"-padded conv: ``nn.Conv2d`` or, with ``separable``, :class:`SeparableConv2d` (``groups`` must be 1)."""
+    if separable:
+        if groups != 1:
+            raise ValueError("a separable conv is already depthwise + pointwise; groups must be 1")
+        return SeparableConv2d(cin, cout, kernel, stride, bias=bias)
+    return nn.Conv2d(cin, cout, kernel, stride, padding=kernel // 2, groups=groups, bias=bias)
+
+
 class ConvNormAct(nn.Module):
-    """conv ("same" padding; bias only without a norm) -> norm -> activation, [B, Cin, H, W] -> [B, Cout, H', W']."""
+    """conv ("same" padding; bias only without a norm) -> norm -> activation, [B, Cin, H, W] -> [B, Cout, H', W'].
+
+    ``groups=cin`` gives a depthwise conv; ``separable=True`` a depthwise + pointwise pair (:class:`SeparableConv2d`).
+    """
 
     def __init__(self, cin: int, cout: int, kernel: int, stride: int = 1, norm: str = "", activation: str = "relu",
-                 groups: int = 1):
+                 groups: int = 1, separable: bool = False):
         super().__init__()
-        self.conv = nn.Conv2d(cin, cout, kernel, stride, padding=kernel // 2, groups=groups,
-                              bias=norm_uses_bias(norm))
+        self.conv = make_conv(cin, cout, kernel, stride, norm_uses_bias(norm), groups, separable)
         self.norm_act = NormAct(norm, cout, activation)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

@@ -1,5 +1,6 @@
 """Bottom-up backbones: ``forward(x) -> {"C3", "C4", "C5"}`` (strides 8, 16, 32) with ``out_channels`` and
-``strides`` dicts, and class attributes ``pixel_mean`` / ``pixel_std`` (0-255 RGB) matching their weights."""
+``strides`` dicts, and class attributes ``pixel_mean`` / ``pixel_std`` (0-255 RGB) matching their weights.
+:class:`BackboneWithExtraLevels` adds C6/C7 to any of them."""
 
 from __future__ import annotations
 
@@ -9,13 +10,18 @@ from typing import Any
 from torch import nn
 
 from od2.modeling.backbones.efficientnet_lite import EfficientNetLite0
+from od2.modeling.backbones.extra_levels import BackboneWithExtraLevels
 from od2.modeling.backbones.resnet import ResNetBackbone
+from od2.modeling.backbones.torchvision_features import EfficientNetB0, MobileNetV3Large
 from od2.modeling.backbones.utils import LoadReport, convert_to_frozen_bn, load_backbone_state_dict
 
 __all__ = [
     "BACKBONES",
+    "BackboneWithExtraLevels",
+    "EfficientNetB0",
     "EfficientNetLite0",
     "LoadReport",
+    "MobileNetV3Large",
     "ResNetBackbone",
     "build_backbone",
     "convert_to_frozen_bn",
@@ -26,6 +32,8 @@ __all__ = [
 BACKBONES: dict[str, Callable[..., nn.Module]] = {
     "resnet": ResNetBackbone,
     "efficientnet_lite0": EfficientNetLite0,
+    "efficientnet_b0": EfficientNetB0,
+    "mobilenet_v3_large": MobileNetV3Large,
 }
 
 

@@ -1,5 +1,12 @@
-"""Necks: turn backbone features C3..C5 into pyramid levels P3..P7."""
+"""Necks: turn backbone features C3..C5 (or C3..C7) into pyramid levels P3..P7.
 
-from .fpn import FPN, ConvNormAct
+Every neck takes ``in_channels`` (input name -> channels, finest first) and has ``in_features``,
+``out_features``, ``out_channels`` and ``strides``; ``forward(dict) -> dict`` maps C_k to P_k.
+"""
 
-__all__ = ["FPN", "ConvNormAct"]
+from .bifpn import BiFPN
+from .fpn import FPN
+from .pconv import PConv
+from .twoway_fpn import TwoWayFPN
+
+__all__ = ["FPN", "BiFPN", "PConv", "TwoWayFPN"]

@@ -1,0 +1,112 @@
+"""Two-way FPN neck, the original's ``twfpn.py`` at ``f50380a`` (original-spec §12).
+
+From EfficientPS's 2-way FPN (Mohan & Valada 2020): two pyramids are built side by side from the same inputs
+C3..C7, each with its **own** 1x1 lateral convs (+ norm + activation, no bias since normed):
+
+- top-down (coarse -> fine): ``TD_L = t_L``; ``TD_k = fuse(nearest_resize(TD_{k+1} to C_k's size), t_k)``;
+- bottom-up (fine -> coarse): ``BU_first = b_first``; ``BU_k = fuse(avgpool2x2/2 'SAME'(BU_{k-1}), b_k)``;
+
+where ``fuse`` is the fast normalised weighted sum (``wsum``, :class:`od2.layers.Fusion`, its own 2 weights per
+node), or a plain sum. Each output is ``P_k = act(norm(DW3x3(TD_k + BU_k)))`` with a **depthwise-only** 3x3 conv
+(no pointwise conv; the original's slim separable conv with ``num_outputs=None``). Every level has its own weights.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from od2.layers import ConvNormAct, Fusion
+
+__all__ = ["TwoWayFPN", "downsample_same", "pyramid_levels"]
+
+
+def pyramid_levels(names: list[str]) -> list[int]:
+    """The levels k of input names ``"C<k>"`` (finest first, consecutive), e.g. ``["C3", "C4"] -> [3, 4]``.
+
+    The necks pair each level with its neighbours by a factor-2 resize, so a gap in the levels would be silently wrong.
+    """
+    if not names:
+        raise ValueError("a neck needs at least one input level")
+    try:
+        levels = [int(name[1:]) for name in names]
+    except ValueError:
+        raise ValueError(f"input feature names must look like 'C3', 'C4', ...; got {names}") from None
+    if levels != list(range(levels[0], levels[0] + len(levels))):
+        raise ValueError(f"input levels must be consecutive and finest first; got {names}")
+    return levels
+
+
+def downsample_same(x: torch.Tensor, size: torch.Size | tuple[int, int] | None = None) -> torch.Tensor:
+    """2x2/2 average pooling with TF 'SAME' padding: [B, C, H, W] -> [B, C, ceil(H/2), ceil(W/2)].
+
+    ``ceil_mode`` keeps the last row/column of an odd map; with no padding PyTorch divides such an edge window by
+    its valid element count only, which is what TF's 'SAME' avg-pool does. ``size`` (the map this result is fused
+    with) is checked so that inputs not following the ceil rule fail loudly instead of broadcasting or misaligning.
+    """
+    y = F.avg_pool2d(x, kernel_size=2, stride=2, ceil_mode=True)
+    if size is not None and tuple(y.shape[-2:]) != tuple(size):
+        raise ValueError(f"a {tuple(x.shape[-2:])} map pools to {tuple(y.shape[-2:])}, not the next level's "
+                         f"{tuple(size)}: input levels must satisfy H_(k+1) = ceil(H_k / 2)")
+    return y
+
+
+class TwoWayFPN(nn.Module):
+    """Two-way FPN: P_k for every input C_k (see the module docstring).
+
+    Args:
+        in_channels: channels of each input level, finest first, keys ``C<k>`` with consecutive k,
+            e.g. {"C3": 512, "C4": 1024, "C5": 2048, "C6": 256, "C7": 256}.
+        out_channels: channels of both branches and of every output.
+        norm, activation: for the 1x1 lateral convs and the depthwise output convs (``od2.layers`` names).
+        fuse_type: ``wsum`` (the original's fusion of each branch's two inputs) or ``sum``.
+    Input: dict of C_k [B, in_channels[C_k], H_k, W_k] with H_{k+1} = ceil(H_k / 2), W likewise.
+    Output: dict of P_k [B, out_channels, H_k, W_k], stride 2**k.
+    """
+
+    def __init__(self, in_channels: dict[str, int], out_channels: int = 256, norm: str = "",
+                 activation: str = "relu", fuse_type: str = "wsum"):
+        super().__init__()
+        self.in_features = list(in_channels)
+        levels = pyramid_levels(self.in_features)
+        num_levels = len(levels)
+
+        def lateral() -> nn.ModuleList:
+            return nn.ModuleList(
+                ConvNormAct(c, out_channels, 1, norm=norm, activation=activation) for c in in_channels.values()
+            )
+
+        self.top_down_lateral = lateral()  # t_k
+        self.bottom_up_lateral = lateral()  # b_k: separate weights, the two branches see C_k differently
+        # top_down_fuse[i] makes TD at level i (the coarsest has no fusion); bottom_up_fuse[i] makes BU at level i + 1
+        self.top_down_fuse = nn.ModuleList(Fusion(2, fuse_type) for _ in range(num_levels - 1))
+        self.bottom_up_fuse = nn.ModuleList(Fusion(2, fuse_type) for _ in range(num_levels - 1))
+        self.output = nn.ModuleList(
+            ConvNormAct(out_channels, out_channels, 3, norm=norm, activation=activation, groups=out_channels)
+            for _ in range(num_levels)
+        )
+        self.out_features = [f"P{k}" for k in levels]
+        self.out_channels = {name: out_channels for name in self.out_features}
+        self.strides = {name: 2 ** k for name, k in zip(self.out_features, levels)}
+        for module in self.modules():
+            if isinstance(module, nn.Conv2d):
+                nn.init.kaiming_uniform_(module.weight, a=1)  # detectron2's c2_xavier_fill
+                if module.bias is not None:
+                    nn.init.zeros_(module.bias)
+
+    def forward(self, features: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        inputs = [features[name] for name in self.in_features]
+        num_levels = len(inputs)
+        top_down: list[torch.Tensor] = [self.top_down_lateral[-1](inputs[-1])]  # coarsest first while building
+        for idx in range(num_levels - 2, -1, -1):
+            lateral = self.top_down_lateral[idx](inputs[idx])
+            coarser = F.interpolate(top_down[0], size=lateral.shape[-2:], mode="nearest")
+            top_down.insert(0, self.top_down_fuse[idx]([coarser, lateral]))
+        bottom_up = self.bottom_up_lateral[0](inputs[0])
+        outputs = [self.output[0](top_down[0] + bottom_up)]
+        for idx in range(1, num_levels):
+            lateral = self.bottom_up_lateral[idx](inputs[idx])
+            bottom_up = self.bottom_up_fuse[idx - 1]([downsample_same(bottom_up, lateral.shape[-2:]), lateral])
+            outputs.append(self.output[idx](top_down[idx] + bottom_up))
+        return dict(zip(self.out_features, outputs))
