@@ -10,7 +10,8 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from od2.layers import Fusion, SeparableConv2d
-from od2.modeling.necks.bifpn import BiFPN, same_max_pool2d, upsample_nearest
+from od2.modeling.necks.bifpn import BiFPN
+from od2.modeling.necks.common import same_max_pool2d, upsample_nearest
 
 W = 16  # tiny neck width (GN-divisible)
 

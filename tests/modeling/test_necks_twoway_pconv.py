@@ -18,8 +18,9 @@ import torch.nn.functional as F
 
 from od2.layers import Fusion
 from od2.layers.evonorm import EvoNormS0
+from od2.modeling.necks.common import downsample_same
 from od2.modeling.necks.pconv import PConv, PConvLayer
-from od2.modeling.necks.twoway_fpn import TwoWayFPN, downsample_same
+from od2.modeling.necks.twoway_fpn import TwoWayFPN
 
 C = 16  # neck channels: tiny, and GN / EvoNorm group counts divide it
 IN_CHANNELS_5 = {"C3": 8, "C4": 12, "C5": 20, "C6": 16, "C7": 16}

@@ -46,33 +46,12 @@ from __future__ import annotations
 
 import torch
 import torch.nn as nn
-import torch.nn.functional as F
 
 from od2.layers import ConvNormAct, Fusion, get_activation
 
-__all__ = ["BiFPN", "BiFPNCell", "same_max_pool2d", "upsample_nearest"]
+from .common import init_neck_convs, same_max_pool2d, upsample_nearest
 
-
-def upsample_nearest(x: torch.Tensor, size: tuple[int, int] | torch.Size) -> torch.Tensor:
-    """Nearest resize [B, C, h, w] -> [B, C, *size]: exact 2x nearest upsampling when ``size`` is (2h, 2w)."""
-    return F.interpolate(x, size=tuple(size), mode="nearest")
-
-
-def same_max_pool2d(x: torch.Tensor, kernel: int, stride: int = 2) -> torch.Tensor:
-    """TF 'SAME' max pool [B, C, h, w] -> [B, C, ceil(h/stride), ceil(w/stride)].
-
-    TF pads ``max((out - 1) * stride + kernel - in, 0)`` in total per axis, the smaller half before and the larger
-    after; padded cells are -inf, so each window's max is over its valid elements only. (PyTorch's symmetric
-    ``padding=1`` for a 3x3/2 pool would shift the windows by one row on even sizes.)
-    """
-    pads = []
-    for size in (x.shape[-1], x.shape[-2]):  # F.pad order: last axis first
-        out = -(-size // stride)
-        total = max((out - 1) * stride + kernel - size, 0)
-        pads += [total // 2, total - total // 2]
-    if any(pads):
-        x = F.pad(x, pads, value=float("-inf"))
-    return F.max_pool2d(x, kernel, stride)
+__all__ = ["BiFPN", "BiFPNCell"]
 
 
 class BiFPNCell(nn.Module):
@@ -173,11 +152,7 @@ class BiFPN(nn.Module):
         self.out_features = [f"P{levels[0] + i}" for i in range(num_levels)]
         self.out_channels = {name: out_channels for name in self.out_features}
         self.strides = {name: 2 ** int(name[1:]) for name in self.out_features}
-        for module in self.modules():
-            if isinstance(module, nn.Conv2d):
-                nn.init.kaiming_uniform_(module.weight, a=1)  # detectron2's c2_xavier_fill, as the FPN
-                if module.bias is not None:
-                    nn.init.zeros_(module.bias)
+        init_neck_convs(self)
 
     def forward(self, features: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         inputs = [features[name] for name in self.in_features]

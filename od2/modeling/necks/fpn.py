@@ -16,6 +16,8 @@ import torch.nn.functional as F
 
 from od2.layers import ConvNormAct, Fusion
 
+from .common import init_neck_convs
+
 
 class FPN(nn.Module):
     """Feature pyramid P3..P7 from backbone features C3..C5.
@@ -47,11 +49,7 @@ class FPN(nn.Module):
         self.out_features = [f"P{first_level + i}" for i in range(num_levels)]
         self.out_channels = {name: out_channels for name in self.out_features}
         self.strides = {name: 2 ** int(name[1:]) for name in self.out_features}
-        for module in self.modules():
-            if isinstance(module, nn.Conv2d):
-                nn.init.kaiming_uniform_(module.weight, a=1)  # detectron2's c2_xavier_fill
-                if module.bias is not None:
-                    nn.init.zeros_(module.bias)
+        init_neck_convs(self)
 
     def forward(self, features: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         inputs = [features[name] for name in self.in_features]

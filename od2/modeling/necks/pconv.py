@@ -24,7 +24,7 @@ import torch.nn.functional as F
 
 from od2.layers import NormAct
 
-from .twoway_fpn import downsample_same, pyramid_levels
+from .common import downsample_same, init_neck_convs, pyramid_levels
 
 __all__ = ["PConv", "PConvLayer"]
 
@@ -85,11 +85,7 @@ class PConv(nn.Module):
         self.out_features = [f"P{k}" for k in levels]
         self.out_channels = {name: out_channels for name in self.out_features}
         self.strides = {name: 2 ** k for name, k in zip(self.out_features, levels)}
-        for module in self.modules():
-            if isinstance(module, nn.Conv2d):
-                nn.init.kaiming_uniform_(module.weight, a=1)  # detectron2's c2_xavier_fill
-                if module.bias is not None:
-                    nn.init.zeros_(module.bias)
+        init_neck_convs(self)
 
     def forward(self, features: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         maps = [proj(features[name]) for proj, name in zip(self.projections, self.in_features)]

@@ -19,37 +19,9 @@ import torch.nn.functional as F
 
 from od2.layers import ConvNormAct, Fusion
 
-__all__ = ["TwoWayFPN", "downsample_same", "pyramid_levels"]
+from .common import downsample_same, init_neck_convs, pyramid_levels
 
-
-def pyramid_levels(names: list[str]) -> list[int]:
-    """The levels k of input names ``"C<k>"`` (finest first, consecutive), e.g. ``["C3", "C4"] -> [3, 4]``.
-
-    The necks pair each level with its neighbours by a factor-2 resize, so a gap in the levels would be silently wrong.
-    """
-    if not names:
-        raise ValueError("a neck needs at least one input level")
-    try:
-        levels = [int(name[1:]) for name in names]
-    except ValueError:
-        raise ValueError(f"input feature names must look like 'C3', 'C4', ...; got {names}") from None
-    if levels != list(range(levels[0], levels[0] + len(levels))):
-        raise ValueError(f"input levels must be consecutive and finest first; got {names}")
-    return levels
-
-
-def downsample_same(x: torch.Tensor, size: torch.Size | tuple[int, int] | None = None) -> torch.Tensor:
-    """2x2/2 average pooling with TF 'SAME' padding: [B, C, H, W] -> [B, C, ceil(H/2), ceil(W/2)].
-
-    ``ceil_mode`` keeps the last row/column of an odd map; with no padding PyTorch divides such an edge window by
-    its valid element count only, which is what TF's 'SAME' avg-pool does. ``size`` (the map this result is fused
-    with) is checked so that inputs not following the ceil rule fail loudly instead of broadcasting or misaligning.
-    """
-    y = F.avg_pool2d(x, kernel_size=2, stride=2, ceil_mode=True)
-    if size is not None and tuple(y.shape[-2:]) != tuple(size):
-        raise ValueError(f"a {tuple(x.shape[-2:])} map pools to {tuple(y.shape[-2:])}, not the next level's "
-                         f"{tuple(size)}: input levels must satisfy H_(k+1) = ceil(H_k / 2)")
-    return y
+__all__ = ["TwoWayFPN"]
 
 
 class TwoWayFPN(nn.Module):
@@ -89,11 +61,7 @@ class TwoWayFPN(nn.Module):
         self.out_features = [f"P{k}" for k in levels]
         self.out_channels = {name: out_channels for name in self.out_features}
         self.strides = {name: 2 ** k for name, k in zip(self.out_features, levels)}
-        for module in self.modules():
-            if isinstance(module, nn.Conv2d):
-                nn.init.kaiming_uniform_(module.weight, a=1)  # detectron2's c2_xavier_fill
-                if module.bias is not None:
-                    nn.init.zeros_(module.bias)
+        init_neck_convs(self)
 
     def forward(self, features: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         inputs = [features[name] for name in self.in_features]
