@@ -88,3 +88,48 @@ def test_log_row_configs_match_the_log(row):
     assert cfg.OUTPUT_DIR.endswith(name)
     assert (cfg.INPUT.DATAPROCESS, cfg.INPUT.STITCH) == LOG_ROW_DATA.get(row, ("coco", 0.0))
     assert not cfg.INPUT.STITCHER.ENABLED
+
+
+# Architecture rows (original-spec §12-§16): (config, backbone, MAKE_C6C7, neck, neck section, neck norm, neck
+# activation, neck channels, head convs, LR decay, batch padding multiple)
+ARCH_ROWS = {
+    11: ("RetinaNet-TwoWayFPN-EvoNormS-GIoU", "resnet", "C6C7", "twoway_fpn", "TWOWAYFPN", "EvoNormS0", "NA", 256, 4,
+         "piecewise", 32),
+    12: ("RetinaNet-PConv-EvoNormS-GIoU", "resnet", "C6C7", "pconv", "PCONV", "EvoNormS0", "NA", 256, 1,
+         "piecewise", 32),
+    13: ("RetinaNet-MobileNetV3-EvoNormS-GIoU", "mobilenet_v3_large", "", "fpn", "FPN", "EvoNormS0", "NA", 256, 4,
+         "piecewise", 32),
+    14: ("EfficientDet-D0", "efficientnet_b0", "C6C7", "bifpn", "BIFPN", "GN", "swish", 64, 3, "cosine", 128),
+    15: ("EfficientDet-D0-R50", "resnet", "C6C7", "bifpn", "BIFPN", "GN", "swish", 96, 3, "cosine", 128),
+}
+C6C7_SECTION = {"resnet": "RESNETS", "mobilenet_v3_large": "MOBILENETS", "efficientnet_b0": "EFFICIENTNETS"}
+
+
+@pytest.mark.parametrize("row", list(ARCH_ROWS))
+def test_architecture_row_configs_match_the_log(row):
+    name, backbone, c6c7, neck, section, norm, act, channels, head_convs, decay, align = ARCH_ROWS[row]
+    cfg = load_config(REPO / "configs" / "coco" / f"{name}.yaml")
+    model, solver = cfg.MODEL, cfg.SOLVER
+    assert (model.BACKBONE.NAME, model.BACKBONE.NORM) == (backbone, "FrozenBN")
+    extra = model[C6C7_SECTION[backbone]]
+    assert extra.MAKE_C6C7 == c6c7
+    if c6c7:
+        assert (extra.OUT_CHANNELS, extra.NORM, extra.ACTIVATION_FN) == (256, "EvoNormS0", "NA")
+        assert list(model[section].IN_FEATURES) == ["C3", "C4", "C5", "C6", "C7"]
+    neck_cfg = model[section]
+    assert (model.NECK.NAME, neck_cfg.NORM, neck_cfg.ACTIVATION_FN, neck_cfg.OUT_CHANNELS) == (neck, norm, act,
+                                                                                             channels)
+    assert (model.RETINANET.NUM_CONVS, model.RETINANET.NORM, model.RETINANET.ACTIVATION_FN) == (head_convs,
+                                                                                               "EvoNormS0", "NA")
+    assert not model.RETINANET.SEPARABLE_CONV and model.RETINANET.BBOX_REG_LOSS_TYPE == "giou"
+    assert list(model.RETINANET.IN_FEATURES) == ["P3", "P4", "P5", "P6", "P7"]
+    assert (solver.LR_DECAY_TYPE, solver.IMS_PER_BATCH, solver.BASE_LR, solver.MAX_ITER) == (decay, 4, 0.02, 120000)
+    assert cfg.INPUT.SIZE_DIVISIBILITY == align and cfg.INPUT.MIN_SIZE_TEST == 576
+    if neck == "twoway_fpn":
+        assert neck_cfg.FUSE_TYPE == "wsum"
+    if neck == "pconv":
+        assert neck_cfg.NUM_CONVS == 3
+    if neck == "bifpn":
+        assert neck_cfg.REPEAT == 3 and not neck_cfg.SEPARABLE_CONV and neck_cfg.DOWNSAMPLE_KERNEL == 2
+    assert cfg.OUTPUT_DIR.endswith(name)
+    assert (cfg.INPUT.DATAPROCESS, cfg.INPUT.STITCH) == ("coco", 0.0)
