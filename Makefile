@@ -31,6 +31,7 @@ bench: install
 	$(PY) benchmarks/cpu_speed.py
 	$(PY) benchmarks/head_norms.py
 	$(PY) benchmarks/data_throughput.py
+	$(PY) benchmarks/arch_speed.py
 
 clean-demo:
 	rm -rf $(DEMO_OUT)

@@ -36,10 +36,11 @@ Comparison with the official EfficientDet (automl / effdet) BiFPN: with ``separa
 ``downsample_kernel=3``, ``num_extra_levels=2`` and norm "BN" ours is close but not identical. The official first
 cell projects C4 and C5 a second time, with separate 1x1 conv + BN, for their bottom-up nodes (ours reuses the one
 projection per level): for EfficientDet-D0 (C4/C5 = 112/320 channels, W = 64) that is (112 + 320) * 64 + 2 * 2 * 64
-= 27,904 parameters more on the official side. The official separable convs (and, depending on the version,
-the 1x1 resample convs) also keep a bias before BN, which ours drop (a bias before a norm is redundant):
-24 * 64 = 1,536 more for the D0 cell convs. The extra level's conv exists in ours even when C_top already has W
-channels (the official skips it then; not the case for D0).
+= 27,904 parameters more on the official side. The official 24 cell separable convs and 6 resampling 1x1 convs
+also keep a bias before BN, which ours drop (a bias before a norm is redundant): 30 * 64 = 1,920 more. Together
+they are exactly effdet 0.4.1's ``tf_efficientdet_d0`` BiFPN count (tests/modeling/test_param_counts.py).
+The extra level's conv exists in ours even when C_top already has W channels (the official skips it then; not
+the case for D0).
 """
 
 from __future__ import annotations
@@ -49,7 +50,7 @@ import torch.nn as nn
 
 from od2.layers import ConvNormAct, Fusion, get_activation
 
-from .common import init_neck_convs, same_max_pool2d, upsample_nearest
+from .common import init_neck_convs, pyramid_levels, same_max_pool2d, upsample_nearest
 
 __all__ = ["BiFPN", "BiFPNCell"]
 
@@ -129,9 +130,7 @@ class BiFPN(nn.Module):
                  downsample_kernel: int = 2):
         super().__init__()
         self.in_features = list(in_channels)
-        levels = [int(name[1:]) for name in self.in_features]
-        if levels != list(range(levels[0], levels[0] + len(levels))):
-            raise ValueError(f"BiFPN inputs must be consecutive levels, finest first; got {self.in_features}")
+        levels = pyramid_levels(self.in_features)
         if num_cells < 1 or num_extra_levels < 0 or downsample_kernel < 1:
             raise ValueError("need num_cells >= 1, num_extra_levels >= 0 and downsample_kernel >= 1")
         num_levels = len(levels) + num_extra_levels

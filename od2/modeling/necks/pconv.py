@@ -20,11 +20,10 @@ from __future__ import annotations
 
 import torch
 import torch.nn as nn
-import torch.nn.functional as F
 
 from od2.layers import NormAct
 
-from .common import downsample_same, init_neck_convs, pyramid_levels
+from .common import downsample_same, init_neck_convs, pyramid_levels, upsample_nearest
 
 __all__ = ["PConv", "PConvLayer"]
 
@@ -53,7 +52,7 @@ class PConvLayer(nn.Module):
                 # input pixels, the edge windows included), so pooling first is the same y at a quarter of the cost.
                 y = y + self.conv_finer(downsample_same(inputs[idx - 1], y.shape[-2:]))
             if idx < len(inputs) - 1:
-                y = y + F.interpolate(self.conv_coarser(inputs[idx + 1]), size=y.shape[-2:], mode="nearest")
+                y = y + upsample_nearest(self.conv_coarser(inputs[idx + 1]), y.shape[-2:])
             # SN needs one conv kernel to normalise by: conv_b's, the one on the level's own map. Being shared, it
             # then runs one power-iteration step per level, i.e. L steps per layer and forward in training.
             outputs.append(self.norm_act(y, self.conv_same.weight))

@@ -15,11 +15,10 @@ from __future__ import annotations
 
 import torch
 import torch.nn as nn
-import torch.nn.functional as F
 
 from od2.layers import ConvNormAct, Fusion
 
-from .common import downsample_same, init_neck_convs, pyramid_levels
+from .common import downsample_same, init_neck_convs, pyramid_levels, upsample_nearest
 
 __all__ = ["TwoWayFPN"]
 
@@ -69,7 +68,7 @@ class TwoWayFPN(nn.Module):
         top_down: list[torch.Tensor] = [self.top_down_lateral[-1](inputs[-1])]  # coarsest first while building
         for idx in range(num_levels - 2, -1, -1):
             lateral = self.top_down_lateral[idx](inputs[idx])
-            coarser = F.interpolate(top_down[0], size=lateral.shape[-2:], mode="nearest")
+            coarser = upsample_nearest(top_down[0], lateral.shape[-2:])
             top_down.insert(0, self.top_down_fuse[idx]([coarser, lateral]))
         bottom_up = self.bottom_up_lateral[0](inputs[0])
         outputs = [self.output[0](top_down[0] + bottom_up)]
