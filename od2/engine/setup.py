@@ -6,11 +6,15 @@ import logging
 import random
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
 
 from .checkpoint import load_checkpoint
+
+if TYPE_CHECKING:
+    from od2.modeling.backbones.utils import LoadReport
 
 logger = logging.getLogger(__name__)
 
@@ -50,23 +54,21 @@ def setup_logging(output_dir: str | Path | None, rank: int = 0) -> None:
         root.addHandler(file_handler)
 
 
-def load_initial_weights(model: torch.nn.Module, path: str) -> None:
+def load_initial_weights(model: torch.nn.Module, path: str) -> LoadReport:
     """MODEL.WEIGHTS: an od2 checkpoint / full-model state_dict, or a backbone state_dict.
 
     A file whose keys mostly start with ``backbone.``/``neck.``/``head.`` loads into the whole model; any
     other state_dict (e.g. a torchvision ResNet / MobileNetV3 / EfficientNet-B0 one) loads into the bottom-up
-    backbone (``model.backbone.body`` when MAKE_C6C7 wrapped it: C6/C7 convs are not in such files). Missing and
-    unexpected keys are logged either way.
+    backbone (``model.backbone.body`` when MAKE_C6C7 wrapped it: C6/C7 convs are not in such files). Tensors
+    whose shape differs (e.g. the class predictor of a checkpoint trained on another dataset) are skipped. The
+    returned report's missing, unexpected and mismatched keys are also logged.
     """
-    from od2.modeling.backbones.utils import load_backbone_state_dict
+    from od2.modeling.backbones.utils import load_matching_state_dict
 
     state = load_checkpoint(path)["model"]
     whole = sum(k.split(".", 1)[0] in ("backbone", "neck", "head") for k in state) > len(state) / 2
     if whole:
-        result = model.load_state_dict(state, strict=False)
-        logger.info("MODEL.WEIGHTS %s -> whole model; missing %d keys %s, unexpected %d keys %s", path,
-                    len(result.missing_keys), result.missing_keys[:5], len(result.unexpected_keys),
-                    result.unexpected_keys[:5])
-    else:
-        load_backbone_state_dict(getattr(model.backbone, "body", model.backbone), state)
-        logger.info("MODEL.WEIGHTS %s -> backbone", path)
+        logger.info("MODEL.WEIGHTS %s -> whole model", path)
+        return load_matching_state_dict(model, state, target="model")
+    logger.info("MODEL.WEIGHTS %s -> backbone", path)
+    return load_matching_state_dict(getattr(model.backbone, "body", model.backbone), state)

@@ -21,7 +21,7 @@ from od2.modeling.backbones import (
     ResNetBackbone,
     build_backbone,
     convert_to_frozen_bn,
-    load_backbone_state_dict,
+    load_matching_state_dict,
 )
 from od2.modeling.backbones.efficientnet_lite import Conv2dSame, pretrained_weights_path
 
@@ -333,7 +333,7 @@ def test_lite0_input_normalisation_matches_stem_statistics(lite0_file: dict[str,
 # ------------------------------------------------------------------------------------------ checkpoint loading
 
 
-def test_load_backbone_state_dict_plain_and_prefixed() -> None:
+def test_load_matching_state_dict_plain_and_prefixed() -> None:
     torch.manual_seed(0)
     source = torchvision.models.resnet18(weights=None)
     with torch.no_grad():
@@ -344,7 +344,7 @@ def test_load_backbone_state_dict_plain_and_prefixed() -> None:
     state = source.state_dict()
 
     plain = ResNetBackbone(18)
-    report = load_backbone_state_dict(plain, state)
+    report = load_matching_state_dict(plain, state)
     assert report.prefix == "" and report.missing == [] and report.mismatched == []
     assert sorted(report.unexpected) == ["fc.bias", "fc.weight"]
     assert torch.equal(plain.layer3[1].bn2.running_var, state["layer3.1.bn2.running_var"])
@@ -355,7 +355,7 @@ def test_load_backbone_state_dict_plain_and_prefixed() -> None:
     prefixed["backbone.body.layer1.0.conv1.weight"] = torch.zeros(1, 1, 1, 1)
     prefixed["head.cls_logits.weight"] = torch.zeros(3)
     target = ResNetBackbone(18, norm_layer=nn.BatchNorm2d)
-    report = load_backbone_state_dict(target, prefixed)
+    report = load_matching_state_dict(target, prefixed)
     assert report.prefix == "backbone.body."
     assert report.missing == ["layer1.0.conv1.weight", "layer4.1.conv2.weight"]
     assert report.unexpected == ["head.cls_logits.weight"]

@@ -21,7 +21,7 @@ from od2.modeling.backbones import (
     MobileNetV3Large,
     ResNetBackbone,
     build_backbone,
-    load_backbone_state_dict,
+    load_matching_state_dict,
 )
 from od2.modeling.build import build_model
 
@@ -61,7 +61,7 @@ def test_taps_are_torchvisions_endpoints(name):
     torch.manual_seed(0)
     reference = constructor(weights=None).eval()
     ours = build_backbone(name, norm_layer=nn.BatchNorm2d).eval()
-    report = load_backbone_state_dict(ours, reference.state_dict())
+    report = load_matching_state_dict(ours, reference.state_dict())
     assert report.missing == [] and report.mismatched == []
     assert report.unexpected and all(k.startswith(("classifier.", "features.")) for k in report.unexpected)
     x = torch.randn(1, 3, 64, 96)
@@ -202,3 +202,24 @@ def test_model_weights_loads_a_torchvision_state_dict_into_the_wrapped_backbone(
         torch.testing.assert_close(value, source.state_dict()[key], msg=key)
     assert "Checkpoint keys not used by the backbone" in caplog.text and "classifier" in caplog.text
     assert "missing from the checkpoint" not in caplog.text
+
+
+def test_model_weights_whole_model_skips_mismatched_class_predictor(tmp_path, caplog):
+    """Fine-tuning from a checkpoint trained on another dataset: everything loads but the class predictor."""
+    overrides = ["MODEL.RESNETS.DEPTH=18", "MODEL.NECK.NAME=bifpn", "MODEL.BIFPN.IN_FEATURES=[C3,C4,C5]",
+                 "MODEL.BIFPN.OUT_CHANNELS=32", "MODEL.RETINANET.NUM_CONVS=1"]
+    torch.manual_seed(0)
+    source = build_model(load_config(None, overrides), 80)
+    path = tmp_path / "coco_model.pth"
+    torch.save({"model": source.state_dict(), "iteration": 10}, path)
+    target = build_model(load_config(None, overrides), 3)
+    with caplog.at_level("INFO"):
+        report = load_initial_weights(target, str(path))
+    assert report.prefix == "" and report.unexpected == [] and report.missing == ["head.cls_score.weight",
+                                                                                 "head.cls_score.bias"]
+    assert report.mismatched == ["head.cls_score.weight: (720, 32, 3, 3) vs (27, 32, 3, 3)",
+                                 "head.cls_score.bias: (720,) vs (27,)"]
+    assert "whole model" in caplog.text and "shape mismatch" in caplog.text
+    for key, value in target.state_dict().items():
+        if not key.startswith("head.cls_score"):
+            torch.testing.assert_close(value, source.state_dict()[key], msg=key)

@@ -13,7 +13,7 @@ from od2.modeling.backbones.efficientnet_lite import EfficientNetLite0
 from od2.modeling.backbones.extra_levels import BackboneWithExtraLevels
 from od2.modeling.backbones.resnet import ResNetBackbone
 from od2.modeling.backbones.torchvision_features import EfficientNetB0, MobileNetV3Large
-from od2.modeling.backbones.utils import LoadReport, convert_to_frozen_bn, load_backbone_state_dict
+from od2.modeling.backbones.utils import LoadReport, convert_to_frozen_bn, load_matching_state_dict
 
 __all__ = [
     "BACKBONES",
@@ -25,7 +25,7 @@ __all__ = [
     "ResNetBackbone",
     "build_backbone",
     "convert_to_frozen_bn",
-    "load_backbone_state_dict",
+    "load_matching_state_dict",
 ]
 
 # Name -> backbone class; each class carries its default pixel_mean / pixel_std, readable before building.

@@ -31,7 +31,7 @@ class ResNetBackbone(nn.Module):
     TF-slim resnet_v1 places the stride in the last unit of a block and exports C3 = block1 (256ch), C4 = block2
     (512ch); torchvision's layout gives C3 = 512ch and C4 = 1024ch for ResNet-50. The classifier (avgpool, fc) is
     dropped. Submodule names are torchvision's, so a torchvision ImageNet checkpoint loads key for key (see
-    :func:`~od2.modeling.backbones.utils.load_backbone_state_dict`).
+    :func:`~od2.modeling.backbones.utils.load_matching_state_dict`).
 
     Every spatial size halves with ceiling rounding, so an ``H x W`` input gives ``ceil(H/s) x ceil(W/s)`` maps.
 

@@ -2,7 +2,7 @@
 
 Both keep torchvision's submodule names (``features.N...``), so a torchvision ImageNet state_dict given as
 ``MODEL.WEIGHTS`` loads key for key; its classifier keys are reported as unexpected (see
-:func:`~od2.modeling.backbones.utils.load_backbone_state_dict`). No weights are downloaded: without
+:func:`~od2.modeling.backbones.utils.load_matching_state_dict`). No weights are downloaded: without
 ``MODEL.WEIGHTS`` they start from torchvision's random initialisation.
 """
 

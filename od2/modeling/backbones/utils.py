@@ -14,7 +14,7 @@ from od2.layers.frozen_bn import FrozenBatchNorm2d
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["LoadReport", "convert_to_frozen_bn", "load_backbone_state_dict"]
+__all__ = ["LoadReport", "convert_to_frozen_bn", "load_matching_state_dict"]
 
 
 def convert_to_frozen_bn(module: nn.Module) -> nn.Module:
@@ -47,7 +47,7 @@ def convert_to_frozen_bn(module: nn.Module) -> nn.Module:
 
 @dataclass
 class LoadReport:
-    """What :func:`load_backbone_state_dict` did.
+    """What :func:`load_matching_state_dict` did.
 
     ``prefix`` is the key prefix that was stripped from the checkpoint (``""`` if none); ``missing`` are backbone
     keys the checkpoint did not provide (they keep their initialisation); ``unexpected`` are checkpoint keys
@@ -76,8 +76,10 @@ def _best_prefix(keys: list[str], model_keys: set[str]) -> str:
     return max(sorted(votes, key=len), key=votes.__getitem__)
 
 
-def load_backbone_state_dict(backbone: nn.Module, state_dict: Mapping[str, torch.Tensor]) -> LoadReport:
-    """Load a possibly prefixed checkpoint into ``backbone`` non-strictly and report what did not fit.
+def load_matching_state_dict(module: nn.Module, state_dict: Mapping[str, torch.Tensor],
+                             target: str = "backbone") -> LoadReport:
+    """Load a possibly prefixed checkpoint into ``module`` (a backbone, or a whole model) non-strictly and report
+    what did not fit.
 
     The prefix is detected automatically: a plain torchvision ResNet checkpoint (``layer1.0.conv1.weight``),
     a detectron2/torchvision-detection one (``backbone.body.layer1...``) or a DDP one (``module.``) all load into
@@ -86,13 +88,14 @@ def load_backbone_state_dict(backbone: nn.Module, state_dict: Mapping[str, torch
     that a ``FrozenBatchNorm2d`` has no use for are ignored silently.
 
     Args:
-        backbone: module to fill, modified in place.
+        module: module to fill, modified in place.
         state_dict: mapping from key to tensor (e.g. ``torch.load(path, weights_only=True)``).
+        target: what ``module`` is, for the log ("backbone", "model").
 
     Returns:
         A :class:`LoadReport`; missing and unexpected keys are also logged as warnings.
     """
-    model_state = backbone.state_dict()
+    model_state = module.state_dict()
     keys = list(state_dict.keys())
     prefix = _best_prefix(keys, set(model_state))
     report = LoadReport(prefix=prefix)
@@ -113,15 +116,15 @@ def load_backbone_state_dict(backbone: nn.Module, state_dict: Mapping[str, torch
             continue
         to_load[name] = tensor
 
-    backbone.load_state_dict(to_load, strict=False)
+    module.load_state_dict(to_load, strict=False)
     report.loaded = sorted(to_load)
     report.missing = [k for k in model_state if k not in to_load and not k.endswith("num_batches_tracked")]
 
-    logger.info("Loaded %d/%d backbone tensors (stripped prefix %r).", len(to_load), len(model_state), prefix)
+    logger.info("Loaded %d/%d %s tensors (stripped prefix %r).", len(to_load), len(model_state), target, prefix)
     if report.missing:
-        logger.warning("Backbone keys missing from the checkpoint (kept at init): %s", report.missing)
+        logger.warning("%s keys missing from the checkpoint (kept at init): %s", target.capitalize(), report.missing)
     if report.unexpected:
-        logger.warning("Checkpoint keys not used by the backbone: %s", report.unexpected)
+        logger.warning("Checkpoint keys not used by the %s: %s", target, report.unexpected)
     if report.mismatched:
         logger.warning("Checkpoint keys skipped for a shape mismatch: %s", report.mismatched)
     return report
