@@ -54,21 +54,45 @@ def setup_logging(output_dir: str | Path | None, rank: int = 0) -> None:
         root.addHandler(file_handler)
 
 
-def load_initial_weights(model: torch.nn.Module, path: str) -> LoadReport:
+def load_initial_weights(model: torch.nn.Module, path: str) -> dict[str, LoadReport]:
     """MODEL.WEIGHTS: an od2 checkpoint / full-model state_dict, or a backbone state_dict.
 
-    A file whose keys mostly start with ``backbone.``/``neck.``/``head.`` loads into the whole model; any
-    other state_dict (e.g. a torchvision ResNet / MobileNetV3 / EfficientNet-B0 one) loads into the bottom-up
-    backbone (``model.backbone.body`` when MAKE_C6C7 wrapped it: C6/C7 convs are not in such files). Tensors
-    whose shape differs (e.g. the class predictor of a checkpoint trained on another dataset) are skipped. The
-    returned report's missing, unexpected and mismatched keys are also logged.
+    A file whose keys mostly start with ``backbone.``/``neck.``/``head.`` loads part by part into the model; any
+    other state_dict (e.g. a torchvision ResNet / MobileNetV3 / EfficientNet-B0 one) loads into the backbone.
+    The backbone part goes to the bare bottom-up net (``model.backbone.body`` when MAKE_C6C7 wrapped it) unless
+    the file has the wrapper's ``body.`` keys itself, so checkpoints with and without C6/C7 and torchvision
+    detection files (``backbone.body.``) all fit. Tensors of another shape (e.g. the class predictor of a
+    checkpoint trained on another dataset) are skipped. Missing, unexpected and mismatched keys are logged.
+
+    Returns:
+        One :class:`LoadReport` per part (``backbone``, and ``neck`` / ``head`` for a whole-model file).
+
+    Raises:
+        RuntimeError: when not a single backbone tensor fits (a file of another architecture or naming).
     """
     from od2.modeling.backbones.utils import load_matching_state_dict
 
     state = load_checkpoint(path)["model"]
-    whole = sum(k.split(".", 1)[0] in ("backbone", "neck", "head") for k in state) > len(state) / 2
+    parts = ("backbone", "neck", "head")
+    whole = sum(k.split(".", 1)[0] in parts for k in state) > len(state) / 2
     if whole:
-        logger.info("MODEL.WEIGHTS %s -> whole model", path)
-        return load_matching_state_dict(model, state, target="model")
-    logger.info("MODEL.WEIGHTS %s -> backbone", path)
-    return load_matching_state_dict(getattr(model.backbone, "body", model.backbone), state)
+        by_part = {part: {k[len(part) + 1:]: v for k, v in state.items() if k.startswith(part + ".")}
+                   for part in parts}
+        foreign = [k for k in state if k.split(".", 1)[0] not in parts]
+        if foreign:
+            logger.warning("MODEL.WEIGHTS %s: keys outside backbone/neck/head not used: %s", path, foreign)
+    else:
+        by_part = {"backbone": dict(state)}
+    logger.info("MODEL.WEIGHTS %s -> %s", path, "whole model" if whole else "backbone")
+    reports = {}
+    for part, part_state in by_part.items():
+        module = getattr(model, part)
+        if part == "backbone" and hasattr(module, "body") and not any(k.startswith("body.") for k in part_state):
+            module = module.body
+        reports[part] = load_matching_state_dict(module, part_state, target=part)
+    if not reports["backbone"].loaded:
+        example = next(iter(getattr(model.backbone, "body", model.backbone).state_dict()), "")
+        raise RuntimeError(f"MODEL.WEIGHTS {path}: none of its {len(by_part['backbone'])} backbone tensors fit "
+                           f"the {type(getattr(model.backbone, 'body', model.backbone)).__name__} backbone (keys "
+                           f"like {example!r}); is it a state_dict of this architecture, with torchvision's names?")
+    return reports

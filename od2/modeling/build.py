@@ -21,6 +21,7 @@ from .backbones.extra_levels import MAKE_C6C7_CHOICES
 from .box_coder import BoxCoder
 from .matcher import Matcher
 from .necks import FPN, BiFPN, PConv, TwoWayFPN
+from .necks.common import pyramid_levels
 from .retinanet import RetinaNet
 from .retinanet_head import RetinaNetHead
 
@@ -33,8 +34,6 @@ BACKBONE_SECTIONS = {
     "efficientnet_b0": "EFFICIENTNETS",
     "mobilenet_v3_large": "MOBILENETS",
 }
-# Neck name -> its config section.
-NECK_SECTIONS = {"fpn": "FPN", "twoway_fpn": "TWOWAYFPN", "pconv": "PCONV", "bifpn": "BIFPN"}
 
 
 def build_bottom_up(cfg: CfgNode) -> nn.Module:
@@ -97,43 +96,70 @@ def _build_bifpn(section: CfgNode, in_channels: dict[str, int], num_extra: int) 
                  downsample_kernel=section.DOWNSAMPLE_KERNEL, num_extra_levels=num_extra)
 
 
-# Neck name -> builder(section, in_channels, number of levels to add above the inputs).
-NECK_BUILDERS: dict[str, Callable[[CfgNode, dict[str, int], int], nn.Module]] = {
-    "fpn": _build_fpn,
-    "twoway_fpn": _build_twoway_fpn,
-    "pconv": _build_pconv,
-    "bifpn": _build_bifpn,
+# Neck name -> (config section, builder(section, in_channels, number of levels to add above the inputs)).
+NECKS: dict[str, tuple[str, Callable[[CfgNode, dict[str, int], int], nn.Module]]] = {
+    "fpn": ("FPN", _build_fpn),
+    "twoway_fpn": ("TWOWAYFPN", _build_twoway_fpn),
+    "pconv": ("PCONV", _build_pconv),
+    "bifpn": ("BIFPN", _build_bifpn),
 }
 # Necks that can make levels above their inputs themselves; the others need the backbone's C6/C7.
 NECKS_MAKING_LEVELS = ("fpn", "bifpn")
 
 
-def build_neck(cfg: CfgNode, backbone: nn.Module) -> nn.Module:
-    """The neck MODEL.NECK.NAME on the backbone levels of its section's IN_FEATURES, up to the head's top level."""
+def neck_section_name(cfg: CfgNode) -> str:
+    """The config section of MODEL.NECK.NAME (``FPN``, ``TWOWAYFPN``, ...); ConfigError for an unknown neck."""
     name = cfg.MODEL.NECK.NAME
-    if name not in NECK_BUILDERS:
-        raise ConfigError(f"MODEL.NECK.NAME {name!r} is not one of {sorted(NECK_BUILDERS)}")
-    section_name = NECK_SECTIONS[name]
+    if name not in NECKS:
+        raise ConfigError(f"MODEL.NECK.NAME {name!r} is not one of {sorted(NECKS)}")
+    return NECKS[name][0]
+
+
+def build_neck(cfg: CfgNode, backbone: nn.Module) -> nn.Module:
+    """The neck MODEL.NECK.NAME on the backbone levels of its section's IN_FEATURES, up to the head's top level.
+
+    Every backbone level the config makes must feed the neck: a level nobody reads leaves parameters without
+    gradients, which DistributedDataParallel rejects at the second iteration.
+    """
+    name = cfg.MODEL.NECK.NAME
+    section_name = neck_section_name(cfg)
     section = cfg.MODEL[section_name]
+    try:
+        levels = pyramid_levels(list(section.IN_FEATURES))
+    except ValueError as err:
+        raise ConfigError(f"MODEL.{section_name}.IN_FEATURES: {err}") from None
+    family = BACKBONE_SECTIONS.get(cfg.MODEL.BACKBONE.NAME, "RESNETS")
     absent = [f for f in section.IN_FEATURES if f not in backbone.out_channels]
     if absent:
-        family = BACKBONE_SECTIONS.get(cfg.MODEL.BACKBONE.NAME, "RESNETS")
         raise ConfigError(f"MODEL.{section_name}.IN_FEATURES asks for {absent}, but the backbone gives "
                           f"{list(backbone.out_channels)}; C6/C7 come from MODEL.{family}.MAKE_C6C7=C6C7")
+    unread = [f for f in getattr(backbone, "new_levels", []) if f not in section.IN_FEATURES]
+    if unread:
+        raise ConfigError(f"MODEL.{family}.MAKE_C6C7 makes {unread}, but MODEL.{section_name}.IN_FEATURES "
+                          f"{list(section.IN_FEATURES)} does not use them (their convs would never train); add them "
+                          f"or set MODEL.{family}.MAKE_C6C7 to \"\"")
     in_channels = {f: backbone.out_channels[f] for f in section.IN_FEATURES}
     # Only build the levels above the inputs that the head uses (unused ones would break DDP).
-    top_level = max(int(f[1:]) for f in cfg.MODEL.RETINANET.IN_FEATURES)
-    num_extra = max(top_level - int(section.IN_FEATURES[-1][1:]), 0)
+    try:
+        top_level = max(int(f[1:]) for f in cfg.MODEL.RETINANET.IN_FEATURES if f.startswith("P"))
+    except ValueError:
+        raise ConfigError("MODEL.RETINANET.IN_FEATURES must name pyramid levels like [P3, P4, P5, P6, P7]; got "
+                          f"{list(cfg.MODEL.RETINANET.IN_FEATURES)}") from None
+    num_extra = max(top_level - levels[-1], 0)
     if num_extra and name not in NECKS_MAKING_LEVELS:
         raise ConfigError(f"MODEL.RETINANET.IN_FEATURES reaches P{top_level}, above MODEL.{section_name}."
                           f"IN_FEATURES; the {name} neck only has levels for its inputs: give it C6/C7 "
                           "(MAKE_C6C7=C6C7 and IN_FEATURES up to C7)")
-    return NECK_BUILDERS[name](section, in_channels, num_extra)
+    return NECKS[name][1](section, in_channels, num_extra)
 
 
 def warn_unused_activations(cfg: CfgNode) -> None:
     """Say so when a norm that includes its activation (EvoNorm-S0) makes an ACTIVATION_FN key moot."""
-    for key in (NECK_SECTIONS.get(cfg.MODEL.NECK.NAME, "FPN"), "RETINANET"):
+    keys = [neck_section_name(cfg), "RETINANET"]
+    family = BACKBONE_SECTIONS.get(cfg.MODEL.BACKBONE.NAME)
+    if family and cfg.MODEL[family].MAKE_C6C7:
+        keys.append(family)
+    for key in keys:
         section = cfg.MODEL[key]
         if norm_includes_activation(section.NORM) and section.ACTIVATION_FN not in ("NA", ""):
             logger.warning("MODEL.%s.NORM %s includes its activation: MODEL.%s.ACTIVATION_FN %r is not applied "
@@ -155,6 +181,12 @@ def build_model(cfg: CfgNode, num_classes: int) -> RetinaNet:
     if missing:
         raise ConfigError(f"MODEL.RETINANET.IN_FEATURES {missing} are not produced by the neck "
                           f"({neck.out_features})")
+    unused = [f for f in neck.out_features if f not in head_cfg.IN_FEATURES]
+    if unused:
+        raise ConfigError(f"the neck makes {unused} but MODEL.RETINANET.IN_FEATURES {list(head_cfg.IN_FEATURES)} "
+                          "does not use them (their weights would never train, and DDP fails on that); drop the "
+                          f"matching inputs from MODEL.{neck_section_name(cfg)}.IN_FEATURES or add the levels to "
+                          "the head")
     head_channels = {neck.out_channels[f] for f in head_cfg.IN_FEATURES}
     if len(head_channels) != 1:
         raise ConfigError(f"the head's levels {head_cfg.IN_FEATURES} have different channel counts {head_channels}")

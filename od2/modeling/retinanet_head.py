@@ -11,7 +11,7 @@ import math
 import torch
 import torch.nn as nn
 
-from od2.layers import NormAct, make_conv, norm_uses_bias
+from od2.layers import NormAct, SeparableConv2d, make_conv, norm_uses_bias
 
 
 class SharedTower(nn.Module):
@@ -61,6 +61,12 @@ class RetinaNetHead(nn.Module):
                 nn.init.normal_(module.weight, std=0.01)
                 if module.bias is not None:
                     nn.init.zeros_(module.bias)
+        for module in self.modules():
+            if isinstance(module, SeparableConv2d):
+                # The depthwise kernel keeps its input's scale (variance 1/k^2 per tap), so the pointwise N(0, 0.01)
+                # sets the output scale as in a regular conv instead of multiplying two small inits.
+                kernel_area = module.depthwise.kernel_size[0] * module.depthwise.kernel_size[1]
+                nn.init.normal_(module.depthwise.weight, std=kernel_area ** -0.5)
         nn.init.constant_(self.cls_score.bias, -math.log((1 - prior_prob) / prior_prob))
 
     @staticmethod

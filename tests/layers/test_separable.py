@@ -48,3 +48,13 @@ def test_separable_head_keeps_the_prior_and_layout():
     assert [tuple(t.shape) for t in deltas] == [(2, s * s * 9, 4) for s in (8, 4, 2)]
     # at init every anchor's class probability is the prior
     torch.testing.assert_close(torch.sigmoid(logits[0]).mean(), torch.tensor(0.01), atol=2e-3, rtol=0)
+
+
+def test_separable_head_init_keeps_the_depthwise_scale():
+    torch.manual_seed(0)
+    head = RetinaNetHead(64, 9, 4, 1, num_convs=1, separable=True)
+    x = torch.randn(1, 64, 32, 32)
+    conv = head.cls_tower.convs[0]
+    ratio = conv.depthwise(x).std() / x.std()
+    assert 0.8 < ratio < 1.25  # not the 0.01 x 0.01 product of two detectron2-style inits
+    assert conv.pointwise.weight.std().item() == pytest.approx(0.01, rel=0.1)

@@ -11,7 +11,7 @@ import torchvision
 from torch import nn
 from torchvision.ops import FrozenBatchNorm2d as TorchvisionFrozenBN
 
-from od2.config import load_config
+from od2.config import ConfigError, load_config
 from od2.engine.setup import load_initial_weights
 from od2.layers.evonorm import EvoNormS0
 from od2.layers.frozen_bn import FrozenBatchNorm2d
@@ -167,11 +167,19 @@ def test_make_c6c7_from_config_and_gradients():
     (["MODEL.NECK.NAME=pconv", "MODEL.RESNETS.MAKE_C6C7=C6", "MODEL.PCONV.IN_FEATURES=[C3,C4,C5,C6]"],
      "reaches P7"),
     (["MODEL.NECK.NAME=bifpn2"], "MODEL.NECK.NAME 'bifpn2' is not one of"),
+    # levels nothing reads: their weights would never train and DDP fails at the second iteration
+    (["MODEL.RESNETS.MAKE_C6C7=C6C7"], r"makes \['C6', 'C7'\], but MODEL.FPN.IN_FEATURES"),
+    (["MODEL.NECK.NAME=twoway_fpn", "MODEL.RESNETS.MAKE_C6C7=C6C7", "MODEL.RETINANET.IN_FEATURES=[P3,P4,P5,P6]"],
+     r"the neck makes \['P7'\] but MODEL.RETINANET.IN_FEATURES"),
+    (["MODEL.FPN.IN_FEATURES=[C3,C5]"], "MODEL.FPN.IN_FEATURES: input levels must be consecutive"),
+    (["MODEL.FPN.IN_FEATURES=[]"], "MODEL.FPN.IN_FEATURES: a neck needs at least one input level"),
+    (["MODEL.FPN.IN_FEATURES=[P3,P4,P5]"], "MODEL.FPN.IN_FEATURES: input feature names must look like 'C3'"),
+    (["MODEL.RETINANET.IN_FEATURES=[C3,C4]"], "MODEL.RETINANET.IN_FEATURES must name pyramid levels"),
     (["MODEL.BACKBONE.NAME=mobilenet_v3_large", "MODEL.BACKBONE.PRETRAINED=true"], "no offline ImageNet weights"),
 ])
 def test_config_errors_name_the_key(overrides, match):
     cfg = load_config(None, ["MODEL.RESNETS.DEPTH=18"] + overrides)
-    with pytest.raises(ValueError, match=match):
+    with pytest.raises(ConfigError, match=match):
         build_model(cfg, 3)
 
 
@@ -214,12 +222,54 @@ def test_model_weights_whole_model_skips_mismatched_class_predictor(tmp_path, ca
     torch.save({"model": source.state_dict(), "iteration": 10}, path)
     target = build_model(load_config(None, overrides), 3)
     with caplog.at_level("INFO"):
-        report = load_initial_weights(target, str(path))
-    assert report.prefix == "" and report.unexpected == [] and report.missing == ["head.cls_score.weight",
-                                                                                 "head.cls_score.bias"]
-    assert report.mismatched == ["head.cls_score.weight: (720, 32, 3, 3) vs (27, 32, 3, 3)",
-                                 "head.cls_score.bias: (720,) vs (27,)"]
+        reports = load_initial_weights(target, str(path))
+    assert all(r.prefix == "" and r.unexpected == [] for r in reports.values())
+    assert reports["backbone"].missing == reports["neck"].missing == []
+    assert reports["head"].missing == ["cls_score.weight", "cls_score.bias"]
+    assert reports["head"].mismatched == ["cls_score.weight: (720, 32, 3, 3) vs (27, 32, 3, 3)",
+                                          "cls_score.bias: (720,) vs (27,)"]
     assert "whole model" in caplog.text and "shape mismatch" in caplog.text
     for key, value in target.state_dict().items():
         if not key.startswith("head.cls_score"):
             torch.testing.assert_close(value, source.state_dict()[key], msg=key)
+
+
+def _save(tmp_path, state, name="weights.pth"):
+    path = tmp_path / name
+    torch.save(state, path)
+    return str(path)
+
+
+def test_model_weights_between_configs_with_and_without_c6c7(tmp_path):
+    """An od2 checkpoint of an FPN model (backbone.layer1...) initialises a TwoWayFPN model (backbone.body.layer1...)
+    and the reverse: the backbone part goes to the bare backbone either way."""
+    plain = ["MODEL.RESNETS.DEPTH=18", "MODEL.BACKBONE.NORM=BN", "MODEL.RETINANET.NUM_CONVS=1"]
+    wrapped = plain + ["MODEL.RESNETS.MAKE_C6C7=C6C7", "MODEL.NECK.NAME=twoway_fpn", "MODEL.TWOWAYFPN.NORM=GN"]
+    torch.manual_seed(0)
+    fpn_model, twoway_model = build_model(load_config(None, plain), 3), build_model(load_config(None, wrapped), 3)
+    reports = load_initial_weights(twoway_model, _save(tmp_path, {"model": fpn_model.state_dict()}))
+    assert reports["backbone"].missing == [] and reports["backbone"].unexpected == []
+    assert reports["backbone"].loaded == sorted(fpn_model.backbone.state_dict())
+    torch.testing.assert_close(twoway_model.backbone.body.layer3[0].conv1.weight,
+                               fpn_model.backbone.layer3[0].conv1.weight)
+    # the reverse: body. is stripped, the C6/C7 convs are reported unused
+    back = build_model(load_config(None, plain), 3)
+    reports = load_initial_weights(back, _save(tmp_path, {"model": twoway_model.state_dict()}, "b.pth"))
+    assert reports["backbone"].prefix == "body." and reports["backbone"].missing == []
+    assert reports["backbone"].unexpected and all(k.startswith("convs.") for k in reports["backbone"].unexpected)
+
+
+def test_model_weights_from_a_torchvision_detection_checkpoint(tmp_path):
+    tv = torchvision.models.detection.retinanet_resnet50_fpn(weights=None, weights_backbone=None, num_classes=91)
+    model = build_model(load_config(None, ["MODEL.BACKBONE.NORM=BN"]), 3)
+    reports = load_initial_weights(model, _save(tmp_path, tv.state_dict()))
+    assert reports["backbone"].prefix == "body." and reports["backbone"].missing == []
+    assert all(k.startswith("fpn.") for k in reports["backbone"].unexpected)
+    torch.testing.assert_close(model.backbone.layer4[2].conv3.weight, tv.backbone.body.layer4[2].conv3.weight)
+
+
+def test_model_weights_of_another_architecture_is_an_error(tmp_path):
+    model = build_model(load_config(None, ["MODEL.RESNETS.DEPTH=18", "MODEL.RETINANET.NUM_CONVS=1"]), 3)
+    foreign = torchvision.models.mobilenet_v3_small(weights=None).state_dict()
+    with pytest.raises(RuntimeError, match=r"none of its \d+ backbone tensors fit the ResNetBackbone"):
+        load_initial_weights(model, _save(tmp_path, foreign))

@@ -18,19 +18,24 @@ from od2.modeling.backbones.utils import convert_to_frozen_bn
 
 __all__ = ["EfficientNetB0", "MobileNetV3Large", "TorchvisionFeatures"]
 
-# BatchNorm eps that torchvision trained each net with; its weights are only right with it.
-MOBILENET_V3_BN_EPS = 1e-3
+# BatchNorm eps that torchvision trained each net with; its weights are only right with it. MobileNetV3 also
+# trained with momentum 0.01 (TF's 0.99 decay), which od2 keeps when its BN trains.
+MOBILENET_V3_BN_EPS, MOBILENET_V3_BN_MOMENTUM = 1e-3, 0.01
 EFFICIENTNET_B0_BN_EPS = 1e-5
 
 
-def _with_bn_eps(norm_layer: Callable[[int], nn.Module] | None, eps: float) -> Callable[[int], nn.Module]:
-    """``norm_layer`` (default FrozenBatchNorm2d) with ``eps`` on batch-norm-type layers."""
+def _with_bn_eps(norm_layer: Callable[[int], nn.Module] | None, eps: float,
+                 momentum: float | None = None) -> Callable[[int], nn.Module]:
+    """``norm_layer`` (default FrozenBatchNorm2d) with ``eps`` (and ``momentum`` if given, on trainable BN) on
+    batch-norm-type layers."""
     factory = norm_layer or FrozenBatchNorm2d
 
     def build(channels: int) -> nn.Module:
         norm = factory(channels)
         if isinstance(norm, (nn.modules.batchnorm._NormBase, FrozenBatchNorm2d)):
             norm.eps = eps
+            if momentum is not None and isinstance(norm, nn.modules.batchnorm._NormBase):
+                norm.momentum = momentum
         return norm
 
     return build
@@ -40,8 +45,9 @@ class TorchvisionFeatures(nn.Module):
     """A torchvision ``features`` ``nn.Sequential`` with feature taps.
 
     Subclasses give the stack and two tables: ``taps`` (index of the block whose output is exported -> name,
-    e.g. ``{6: "C3"}``) and ``stage_ends`` (for ``freeze_at`` k = 1..5, how many leading blocks are frozen: 1 the stem
-    conv, 2-4 every block that ends at or before stride ``2**k``, 5 everything), as ResNet's ``freeze_at``.
+    e.g. ``{6: "C3"}``) and ``stage_ends`` (for ``freeze_at`` k = 0..5, how many leading blocks are frozen: 0 none, 1
+    the stem conv only, 2-4 the blocks up to the last one at stride ``2**k``, 5 everything), like ResNet's
+    ``freeze_at`` (whose 1 is the stem too).
 
     An ``H x W`` input gives ``ceil(H/s) x ceil(W/s)`` maps (symmetric "same" padding with stride 2 rounds up).
     """
@@ -88,7 +94,7 @@ class MobileNetV3Large(TorchvisionFeatures):
     """
 
     def __init__(self, norm_layer: Callable[[int], nn.Module] | None = None, freeze_at: int = 0) -> None:
-        norm_layer = _with_bn_eps(norm_layer, MOBILENET_V3_BN_EPS)
+        norm_layer = _with_bn_eps(norm_layer, MOBILENET_V3_BN_EPS, MOBILENET_V3_BN_MOMENTUM)
         net = torchvision.models.mobilenet_v3_large(weights=None, norm_layer=norm_layer)
         super().__init__(net.features, {6: "C3", 12: "C4", 16: "C5"}, {"C3": 40, "C4": 112, "C5": 960},
                          {0: 0, 1: 1, 2: 4, 3: 7, 4: 13, 5: 17}, freeze_at)

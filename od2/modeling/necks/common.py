@@ -17,6 +17,8 @@ def pyramid_levels(names: list[str]) -> list[int]:
     if not names:
         raise ValueError("a neck needs at least one input level")
     try:
+        if not all(name.startswith("C") for name in names):
+            raise ValueError
         levels = [int(name[1:]) for name in names]
     except ValueError:
         raise ValueError(f"input feature names must look like 'C3', 'C4', ...; got {names}") from None

@@ -16,7 +16,7 @@ import torch.nn.functional as F
 
 from od2.layers import ConvNormAct, Fusion
 
-from .common import init_neck_convs
+from .common import init_neck_convs, pyramid_levels
 
 
 class FPN(nn.Module):
@@ -35,7 +35,7 @@ class FPN(nn.Module):
                  activation: str = "relu", num_extra_levels: int = 2, fuse_type: str = "sum"):
         super().__init__()
         self.in_features = list(in_channels)
-        first_level = int(self.in_features[0][1:])
+        first_level = pyramid_levels(self.in_features)[0]
         self.lateral = nn.ModuleList(nn.Conv2d(c, out_channels, 1) for c in in_channels.values())
         self.fuse = nn.ModuleList(Fusion(2, fuse_type) for _ in self.in_features[:-1])
         self.output = nn.ModuleList(
