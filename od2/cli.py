@@ -1,4 +1,4 @@
-"""The ``od2`` command line: ``od2 train | eval | eval-json | lr-plot | model-info | data``.
+"""The ``od2`` command line: ``od2 train | eval | eval-json | predict | lr-plot | model-info | data``.
 
 Every command that takes ``--config FILE`` also takes trailing ``KEY=VALUE`` overrides, e.g.
 ``od2 train --config configs/digits/retinanet_lite0.yaml SOLVER.MAX_ITER=200 OUTPUT_DIR=output/try``.
@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import re
 import sys
 from pathlib import Path
 
@@ -22,6 +23,7 @@ EPILOG = """examples:
   torchrun --nproc_per_node=4 -m od2.cli train --config configs/coco/RetinaNet-GN.yaml
   od2 eval --config configs/digits/retinanet_lite0.yaml --weights output/digits/model_final.pth --vis 8
   od2 eval-json --gt annotations.json --dt detections.json
+  od2 predict --config configs/bccd/retinanet_lite0.yaml --weights model_final.pth photos/ --out preds
   od2 lr-plot --config configs/coco/RetinaNet-BN.yaml --log-y SOLVER.LR_DECAY_TYPE=cosine
   od2 model-info --config configs/coco/RetinaNet-GN.yaml --size 800 1333 --json
   od2 data stats --config configs/bccd/retinanet_lite0.yaml --split test
@@ -59,6 +61,26 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--vis", type=int, default=0, metavar="N",
                           help="also draw predictions on the first N test images to OUTPUT_DIR/eval/predictions.png")
     evaluate.add_argument("--vis-thresh", type=float, default=0.3, help="score threshold for --vis (default 0.3)")
+
+    predict = sub.add_parser(
+        "predict", help="detect objects in image files or folders: PNGs with boxes drawn, COCO results JSON",
+        description="Run the model on images (files, or folders searched recursively for .jpg/.png/...), at the "
+                    "test size (INPUT.MIN_SIZE_TEST / MAX_SIZE_TEST). Writes OUT/<name>.png with boxes, class "
+                    "names and scores drawn, OUT/detections.json (COCO results: image_id, category_id = label + 1, "
+                    "bbox XYWH in original pixels, score) and OUT/images.json (image ids, file names, sizes; "
+                    "category names). Class names come from the checkpoint. Undecodable files are skipped and "
+                    "listed. KEY=VALUE config overrides may be mixed with the inputs.")
+    predict.add_argument("--config", required=True, help="YAML config file of the trained model")
+    predict.add_argument("--weights", help="checkpoint (default: MODEL.WEIGHTS, else OUTPUT_DIR/model_final.pth)")
+    predict.add_argument("inputs", nargs="+", metavar="INPUT", help="image files and folders (and KEY=VALUE)")
+    predict.add_argument("--out", help="output folder (default: OUTPUT_DIR/predict)")
+    predict.add_argument("--score-thresh", type=float, default=0.3,
+                         help="keep (draw and write) detections with at least this score (default 0.3)")
+    predict.add_argument("--batch-size", type=int, default=1,
+                         help="images per forward (default 1; larger batches pad their images to one size, which "
+                              "moves scores slightly near the borders, as in evaluation)")
+    predict.add_argument("--no-draw", action="store_true", help="write the JSON files only")
+    predict.set_defaults(opts=[])
 
     eval_json = sub.add_parser("eval-json", help="score a COCO results file against a COCO ground-truth file")
     eval_json.add_argument("--gt", required=True, help="COCO-format ground truth json")
@@ -142,6 +164,43 @@ def cmd_eval(args: argparse.Namespace) -> int:
     return 0
 
 
+CONFIG_OVERRIDE = re.compile(r"^[A-Z][A-Z0-9_]*(\.[A-Z0-9_]+)*=")
+
+
+def cmd_predict(args: argparse.Namespace) -> int:
+    from od2.engine.checkpoint import load_checkpoint, load_model_weights
+    from od2.engine.setup import resolve_device, setup_logging
+    from od2.evaluation.predict import checkpoint_class_names, predict_images
+    from od2.modeling.build import build_model
+
+    overrides = [item for item in args.inputs if CONFIG_OVERRIDE.match(item) and not Path(item).exists()]
+    inputs = [item for item in args.inputs if item not in overrides]
+    if not inputs:
+        raise FileNotFoundError("od2 predict needs at least one image file or folder")
+    cfg = load_config(args.config, list(args.opts) + overrides)
+    setup_logging(None, 0)
+    device = resolve_device(cfg.MODEL.DEVICE)
+    weights = args.weights or cfg.MODEL.WEIGHTS or str(Path(cfg.OUTPUT_DIR) / "model_final.pth")
+    anchors = cfg.MODEL.ANCHOR_GENERATOR
+    num_anchors = len(anchors.SIZES[0]) * len(anchors.ASPECT_RATIOS[0])
+    try:
+        class_names = checkpoint_class_names(load_checkpoint(weights), num_anchors, cfg.MODEL.RETINANET.NUM_CLASSES)
+    except ValueError as exc:
+        raise ConfigError(f"{weights}: {exc}") from exc
+    model = build_model(cfg, len(class_names)).to(device)
+    load_model_weights(model, weights, require_all=True)
+    summary = predict_images(
+        model, inputs, args.out or Path(cfg.OUTPUT_DIR) / "predict", class_names,
+        min_size=cfg.INPUT.MIN_SIZE_TEST, max_size=cfg.INPUT.MAX_SIZE_TEST,
+        size_divisibility=cfg.INPUT.SIZE_DIVISIBILITY, score_thresh=args.score_thresh, device=device,
+        batch_size=args.batch_size, num_workers=cfg.DATALOADER.NUM_WORKERS, draw=not args.no_draw)
+    print(f"{summary.num_images} images, {summary.num_detections} detections (score >= {args.score_thresh}) -> "
+          f"{summary.detections_json}" + (f", {len(summary.drawings)} PNGs" if summary.drawings else ""))
+    for line in summary.skipped:
+        print(f"skipped {line}")
+    return 0
+
+
 def cmd_eval_json(args: argparse.Namespace) -> int:
     from od2.evaluation.coco_evaluator import evaluate_json_files, write_summary_json
 
@@ -189,7 +248,8 @@ def dist_rank_from_env() -> int:
     return int(os.environ.get("RANK", "0"))
 
 
-COMMANDS = {"train": cmd_train, "eval": cmd_eval, "eval-json": cmd_eval_json, "lr-plot": cmd_lr_plot,
+COMMANDS = {"train": cmd_train, "eval": cmd_eval, "eval-json": cmd_eval_json, "predict": cmd_predict,
+            "lr-plot": cmd_lr_plot,
             "model-info": cmd_model_info, "data": run_data_command}
 
 

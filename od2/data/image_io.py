@@ -15,7 +15,7 @@ import warnings
 
 import numpy as np
 import torch
-from PIL import Image
+from PIL import Image, UnidentifiedImageError
 from torchvision.io import ImageReadMode, decode_image
 from torchvision.transforms.v2.functional import to_dtype
 
@@ -96,6 +96,8 @@ def read_image(path: str | os.PathLike, expected_size: tuple[int, int] | None = 
         raise ImageReadError(path, "file is empty")
     try:
         image = _decode_torchvision(data) if _uses_torchvision(data) else _decode_pil(data)
+    except UnidentifiedImageError as exc:  # PIL's message names its in-memory buffer, not the file
+        raise ImageReadError(path, "not an image format PIL or torchvision can read") from exc
     except (RuntimeError, OSError, ValueError) as exc:
         # torchvision's messages start with "decode_jpeg, <source file>:<line>, "; keep only the reason.
         reason = str(exc).splitlines()[0].rsplit(", ", 1)[-1] if str(exc) else type(exc).__name__

@@ -1,0 +1,134 @@
+"""``od2 predict``: input collection, output names, class names from checkpoints, and detections identical to the
+evaluation pipeline's on the same images (an independent path: DetectionDataset + run_inference)."""
+
+from __future__ import annotations
+
+import json
+from collections import defaultdict
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from od2.cli import main
+from od2.config import load_config
+from od2.data.datasets.coco import load_coco_json
+from od2.data.datasets.digits import ensure_digits
+from od2.data.loader import build_test_loader
+from od2.evaluation.inference import run_inference
+from od2.evaluation.predict import checkpoint_class_names, collect_images, output_names, predict_images
+from od2.modeling.build import build_model
+
+REPO = Path(__file__).resolve().parents[2]
+CONFIG = REPO / "configs/digits/retinanet_lite0.yaml"
+
+
+def touch_image(path: Path, size=(40, 30)) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(np.full((size[1], size[0], 3), 128, np.uint8)).save(path)
+    return path
+
+
+def test_collect_images_files_folders_and_errors(tmp_path):
+    a = touch_image(tmp_path / "in" / "a.JPG")
+    b = touch_image(tmp_path / "in" / "sub" / "b.png")
+    (tmp_path / "in" / "notes.txt").write_text("x")
+    single = touch_image(tmp_path / "c.bmp")
+    found = collect_images([tmp_path / "in", single, a])  # a twice: kept once
+    assert found == [(a, tmp_path / "in"), (b, tmp_path / "in"), (single, single)]
+    with pytest.raises(FileNotFoundError, match="nope"):
+        collect_images([tmp_path / "nope"])
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(ValueError, match="no image files"):
+        collect_images([tmp_path / "empty"])
+
+
+def test_output_names_keep_subfolders_and_never_clash(tmp_path):
+    root = tmp_path / "in"
+    images = [(root / "x" / "a.jpg", root), (root / "a.jpg", root), (tmp_path / "a.png", tmp_path / "a.png"),
+              (tmp_path / "other" / "a.jpg", tmp_path / "other" / "a.jpg")]
+    assert output_names(images) == ["x/a.png", "a.png", "a_1.png", "a_2.png"]
+
+
+def test_checkpoint_class_names():
+    assert checkpoint_class_names({"class_names": ["cat", "dog"], "model": {}}, 9) == ["cat", "dog"]
+    state = {"head.cls_score.weight": torch.zeros(9 * 4, 8, 3, 3)}
+    assert checkpoint_class_names({"model": state}, 9) == ["0", "1", "2", "3"]
+    assert checkpoint_class_names({"model": state}, 9, num_classes=2) == ["0", "1"]
+    with pytest.raises(ValueError, match="MODEL.RETINANET.NUM_CLASSES"):
+        checkpoint_class_names({"model": {}}, 9)
+
+
+@pytest.fixture(scope="module")
+def digits_val(tmp_path_factory):
+    paths = ensure_digits(tmp_path_factory.mktemp("predict_digits"), num_train=2, num_val=4, seed=3)
+    return load_coco_json(paths["val"].json_file, paths["val"].image_root, name="digits_val")
+
+
+@pytest.fixture(scope="module")
+def confident_model():
+    """The demo model with its class prior raised so that random weights give many boxes to compare."""
+    torch.manual_seed(0)
+    model = build_model(load_config(CONFIG), 10).eval()
+    with torch.no_grad():
+        model.head.cls_score.bias.fill_(0.0)
+    return model
+
+
+def test_predict_matches_the_evaluation_pipeline(digits_val, confident_model, tmp_path):
+    cfg = load_config(CONFIG)
+    loader = build_test_loader(digits_val.records, min_size=cfg.INPUT.MIN_SIZE_TEST, max_size=cfg.INPUT.MAX_SIZE_TEST,
+                               num_workers=0, size_divisibility=cfg.INPUT.SIZE_DIVISIBILITY)
+    reference = run_inference(confident_model, loader, torch.device("cpu"), digits_val.category_ids, progress=False)
+    by_file = defaultdict(list)
+    file_of = {r["image_id"]: r["file_name"] for r in digits_val.records}
+    for det in reference.detections:
+        if det["score"] >= 0.3:
+            by_file[Path(file_of[det["image_id"]]).name].append(det)
+
+    files = [Path(r["file_name"]) for r in digits_val.records]
+    summary = predict_images(confident_model, files, tmp_path / "out", digits_val.class_names,
+                             min_size=cfg.INPUT.MIN_SIZE_TEST, max_size=cfg.INPUT.MAX_SIZE_TEST,
+                             size_divisibility=cfg.INPUT.SIZE_DIVISIBILITY, score_thresh=0.3, batch_size=1,
+                             progress=False)
+    detections = json.loads(summary.detections_json.read_text())
+    images = json.loads(summary.images_json.read_text())
+    name_of = {im["id"]: Path(im["file_name"]).name for im in images["images"]}
+    assert summary.num_images == 4 and summary.skipped == [] and len(detections) == summary.num_detections > 20
+    got = defaultdict(list)
+    for det in detections:
+        got[name_of[det["image_id"]]].append(det)
+    assert set(got) == set(by_file)
+    for name, dets in got.items():
+        want = by_file[name]
+        assert len(dets) == len(want)
+        np.testing.assert_allclose([d["bbox"] for d in dets], [d["bbox"] for d in want], atol=2e-3)
+        np.testing.assert_allclose([d["score"] for d in dets], [d["score"] for d in want], atol=1e-4)
+        # category ids: label + 1 in predict; the digits json uses ids 1..10 for labels 0..9 as well
+        assert [d["category_id"] for d in dets] == [d["category_id"] for d in want]
+    assert [c["name"] for c in images["categories"]] == digits_val.class_names
+    assert len(summary.drawings) == 4 and all(p.suffix == ".png" and p.is_file() for p in summary.drawings)
+    drawn = np.asarray(Image.open(summary.drawings[0]))
+    assert drawn.shape == (images["images"][0]["height"], images["images"][0]["width"], 3)
+
+
+def test_predict_cli_skips_bad_files_and_reports(digits_val, confident_model, tmp_path, capsys):
+    weights = tmp_path / "model.pth"
+    torch.save({"model": confident_model.state_dict(), "class_names": digits_val.class_names}, weights)
+    inputs = tmp_path / "inputs"
+    inputs.mkdir()
+    for record in digits_val.records[:2]:
+        (inputs / Path(record["file_name"]).name).write_bytes(Path(record["file_name"]).read_bytes())
+    (inputs / "broken.png").write_text("not an image")
+    out = tmp_path / "out"
+    code = main(["predict", "--config", str(CONFIG), "--weights", str(weights), str(inputs), "--out", str(out),
+                 "MODEL.DEVICE=cpu", "--score-thresh", "0.5"])
+    printed = capsys.readouterr().out
+    assert code == 0
+    assert "2 images" in printed and "skipped" in printed and "broken.png" in printed
+    assert "not an image format" in printed
+    assert len(list(out.glob("*.png"))) == 2 and (out / "detections.json").is_file()
+    assert all(d["score"] >= 0.5 for d in json.loads((out / "detections.json").read_text()))
+    assert main(["predict", "--config", str(CONFIG), "--weights", str(weights), str(tmp_path / "missing")]) == 2
