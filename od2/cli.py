@@ -1,4 +1,4 @@
-"""The ``od2`` command line: ``od2 train | eval | eval-json | predict | lr-plot | model-info | data``.
+"""The ``od2`` command line: ``od2 train | eval | eval-json | predict | export | lr-plot | model-info | data``.
 
 Every command that takes ``--config FILE`` also takes trailing ``KEY=VALUE`` overrides, e.g.
 ``od2 train --config configs/digits/retinanet_lite0.yaml SOLVER.MAX_ITER=200 OUTPUT_DIR=output/try``.
@@ -24,6 +24,7 @@ EPILOG = """examples:
   od2 eval --config configs/digits/retinanet_lite0.yaml --weights output/digits/model_final.pth --vis 8
   od2 eval-json --gt annotations.json --dt detections.json
   od2 predict --config configs/bccd/retinanet_lite0.yaml --weights model_final.pth photos/ --out preds
+  od2 export --config configs/bccd/retinanet_lite0.yaml --weights model_final.pth --out model.onnx
   od2 lr-plot --config configs/coco/RetinaNet-BN.yaml --log-y SOLVER.LR_DECAY_TYPE=cosine
   od2 model-info --config configs/coco/RetinaNet-GN.yaml --size 800 1333 --json
   od2 data stats --config configs/bccd/retinanet_lite0.yaml --split test
@@ -81,6 +82,22 @@ def build_parser() -> argparse.ArgumentParser:
                               "moves scores slightly near the borders, as in evaluation)")
     predict.add_argument("--no-draw", action="store_true", help="write the JSON files only")
     predict.set_defaults(opts=[])
+
+    export = sub.add_parser(
+        "export", help="export a trained model with its postprocessing (decode, NMS) to ONNX",
+        description="Write an ONNX graph: inputs images uint8 [1, 3, H, W] (RGB, content top-left, zero padding) "
+                    "and image_size int64 [2] (content h, w); outputs boxes float [M, 4] (XYXY, input pixels), "
+                    "scores [M] and labels int64 [M], postprocessed as od2 does (top-k per level, score threshold, "
+                    "class-wise NMS). H x W is fixed at export (default: the test size, short side "
+                    "INPUT.MIN_SIZE_TEST in a 4:3 landscape canvas padded to INPUT.SIZE_DIVISIBILITY). Class names "
+                    "and the resize settings are stored as metadata. The export is checked against PyTorch with "
+                    "onnxruntime. See od2/export.py for the preprocessing (prepare_image).")
+    _add_config_args(export)
+    export.add_argument("--weights", help="checkpoint (default: MODEL.WEIGHTS, else OUTPUT_DIR/model_final.pth)")
+    export.add_argument("--format", choices=["onnx"], default="onnx", help="export format (onnx)")
+    export.add_argument("--out", required=True, help="output file, e.g. model.onnx")
+    export.add_argument("--size", type=int, nargs=2, metavar=("H", "W"),
+                        help="input canvas (rounded up to INPUT.SIZE_DIVISIBILITY); images must resize to fit it")
 
     eval_json = sub.add_parser("eval-json", help="score a COCO results file against a COCO ground-truth file")
     eval_json.add_argument("--gt", required=True, help="COCO-format ground truth json")
@@ -168,10 +185,8 @@ CONFIG_OVERRIDE = re.compile(r"^[A-Z][A-Z0-9_]*(\.[A-Z0-9_]+)*=")
 
 
 def cmd_predict(args: argparse.Namespace) -> int:
-    from od2.engine.checkpoint import load_checkpoint, load_model_weights
     from od2.engine.setup import resolve_device, setup_logging
-    from od2.evaluation.predict import checkpoint_class_names, predict_images
-    from od2.modeling.build import build_model
+    from od2.evaluation.predict import predict_images
 
     overrides = [item for item in args.inputs if CONFIG_OVERRIDE.match(item) and not Path(item).exists()]
     inputs = [item for item in args.inputs if item not in overrides]
@@ -181,14 +196,8 @@ def cmd_predict(args: argparse.Namespace) -> int:
     setup_logging(None, 0)
     device = resolve_device(cfg.MODEL.DEVICE)
     weights = args.weights or cfg.MODEL.WEIGHTS or str(Path(cfg.OUTPUT_DIR) / "model_final.pth")
-    anchors = cfg.MODEL.ANCHOR_GENERATOR
-    num_anchors = len(anchors.SIZES[0]) * len(anchors.ASPECT_RATIOS[0])
-    try:
-        class_names = checkpoint_class_names(load_checkpoint(weights), num_anchors, cfg.MODEL.RETINANET.NUM_CLASSES)
-    except ValueError as exc:
-        raise ConfigError(f"{weights}: {exc}") from exc
-    model = build_model(cfg, len(class_names)).to(device)
-    load_model_weights(model, weights, require_all=True)
+    model, class_names = load_trained_model(cfg, weights)
+    model = model.to(device)
     summary = predict_images(
         model, inputs, args.out or Path(cfg.OUTPUT_DIR) / "predict", class_names,
         min_size=cfg.INPUT.MIN_SIZE_TEST, max_size=cfg.INPUT.MAX_SIZE_TEST,
@@ -199,6 +208,61 @@ def cmd_predict(args: argparse.Namespace) -> int:
     for line in summary.skipped:
         print(f"skipped {line}")
     return 0
+
+
+def load_trained_model(cfg, weights: str):
+    """(model on CPU with the checkpoint's weights, its class names) for predict and export."""
+    from od2.engine.checkpoint import load_checkpoint, load_model_weights
+    from od2.evaluation.predict import checkpoint_class_names
+    from od2.modeling.build import build_model
+
+    anchors = cfg.MODEL.ANCHOR_GENERATOR
+    num_anchors = len(anchors.SIZES[0]) * len(anchors.ASPECT_RATIOS[0])
+    try:
+        class_names = checkpoint_class_names(load_checkpoint(weights), num_anchors, cfg.MODEL.RETINANET.NUM_CLASSES)
+    except ValueError as exc:
+        raise ConfigError(f"{weights}: {exc}") from exc
+    model = build_model(cfg, len(class_names))
+    load_model_weights(model, weights, require_all=True)
+    return model.eval(), class_names
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    import json
+
+    import numpy as np
+    import torch
+
+    from od2.engine.setup import setup_logging
+    from od2.export import export_onnx
+    from od2.utils.model_info import resolve_input_size
+
+    cfg = load_config(args.config, args.opts)
+    setup_logging(None, 0)
+    weights = args.weights or cfg.MODEL.WEIGHTS or str(Path(cfg.OUTPUT_DIR) / "model_final.pth")
+    model, class_names = load_trained_model(cfg, weights)
+    height, width = resolve_input_size(cfg, tuple(args.size) if args.size else None)
+    metadata = {"class_names": json.dumps(class_names), "min_size_test": str(cfg.INPUT.MIN_SIZE_TEST),
+                "max_size_test": str(cfg.INPUT.MAX_SIZE_TEST), "input_size": f"{height}x{width}",
+                "config": str(args.config), "weights": str(weights)}
+    path = export_onnx(model, args.out, height, width, metadata)
+    print(f"exported {path} ({height}x{width} input, {len(class_names)} classes)")
+    try:
+        import onnxruntime
+    except ImportError:
+        print("onnxruntime not installed: export not checked (pip install 'od2[export]')")
+        return 0
+    images = torch.randint(0, 256, (1, 3, height, width), dtype=torch.uint8, generator=torch.Generator().manual_seed(0))
+    size = torch.tensor([height, width])
+    boxes, scores, labels = onnxruntime.InferenceSession(str(path)).run(
+        None, {"images": images.numpy(), "image_size": size.numpy()})
+    with torch.no_grad():
+        reference = model(images, size[None])[0]
+    same = len(labels) == len(reference["labels"]) and bool((labels == reference["labels"].numpy()).all())
+    diff = float(np.abs(boxes - reference["boxes"].numpy()).max()) if same and len(labels) else 0.0
+    print(f"onnxruntime vs PyTorch on a random image: {len(labels)} vs {len(reference['labels'])} detections, "
+          f"labels {'equal' if same else 'DIFFER'}" + (f", max box difference {diff:.2e} px" if same else ""))
+    return 0 if same else 1
 
 
 def cmd_eval_json(args: argparse.Namespace) -> int:
@@ -249,7 +313,7 @@ def dist_rank_from_env() -> int:
 
 
 COMMANDS = {"train": cmd_train, "eval": cmd_eval, "eval-json": cmd_eval_json, "predict": cmd_predict,
-            "lr-plot": cmd_lr_plot,
+            "export": cmd_export, "lr-plot": cmd_lr_plot,
             "model-info": cmd_model_info, "data": run_data_command}
 
 

@@ -1,0 +1,89 @@
+"""ONNX export with postprocessing: onnxruntime's detections equal PyTorch's on real photographs."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from sklearn.datasets import load_sample_image
+
+from od2.cli import main
+from od2.config import load_config
+from od2.export import export_onnx, prepare_image
+from od2.modeling.build import build_model
+
+onnx = pytest.importorskip("onnx")
+ort = pytest.importorskip("onnxruntime")
+
+REPO = Path(__file__).resolve().parents[1]
+CONFIG = REPO / "configs/digits/retinanet_lite0.yaml"
+CANVAS = (256, 352)
+
+
+@pytest.fixture(scope="module")
+def confident_model():
+    """The demo model with the class prior raised, so that random weights give 100 detections per photo."""
+    torch.manual_seed(0)
+    model = build_model(load_config(CONFIG), 10).eval()
+    with torch.no_grad():
+        model.head.cls_score.bias.fill_(0.0)
+    return model
+
+
+@pytest.fixture(scope="module")
+def exported(confident_model, tmp_path_factory):
+    return export_onnx(confident_model, tmp_path_factory.mktemp("onnx") / "model.onnx", *CANVAS,
+                       metadata={"class_names": json.dumps([str(i) for i in range(10)])})
+
+
+@pytest.mark.parametrize("photo", ["china.jpg", "flower.jpg"])
+def test_onnxruntime_matches_pytorch_on_real_images(confident_model, exported, photo):
+    image = load_sample_image(photo)  # 427x640 photographs
+    images, image_size, scale = prepare_image(image, 240, 352, CANVAS)
+    assert tuple(image_size) == (235, 352)  # scale min(240 / 427, 352 / 640) = 0.55: the long-side cap binds
+    boxes, scores, labels = ort.InferenceSession(str(exported)).run(
+        None, {"images": images, "image_size": image_size})
+    with torch.no_grad():
+        reference = confident_model(torch.from_numpy(images), torch.from_numpy(image_size)[None])[0]
+    assert len(labels) == len(reference["labels"]) == 100
+    np.testing.assert_array_equal(labels, reference["labels"].numpy())
+    np.testing.assert_allclose(boxes, reference["boxes"].numpy(), rtol=1e-3, atol=1e-3)
+    np.testing.assert_allclose(scores, reference["scores"].numpy(), rtol=1e-4, atol=1e-6)
+    # boxes stay inside the content, and map back to the photo by the resize scale
+    assert (boxes[:, 2] <= image_size[1] + 1e-3).all() and (boxes[:, 3] <= image_size[0] + 1e-3).all()
+    assert scale == pytest.approx(image_size[0] / image.shape[0])
+
+
+def test_exported_graph_has_the_documented_interface(exported):
+    model = onnx.load(str(exported))
+    assert [i.name for i in model.graph.input] == ["images", "image_size"]
+    assert [o.name for o in model.graph.output] == ["boxes", "scores", "labels"]
+    def op_types(graph):  # the NMS sits in a branch of an If (torchvision's batched NMS skips empty inputs)
+        for node in graph.node:
+            yield node.op_type
+            for attr in node.attribute:
+                if attr.g.node:
+                    yield from op_types(attr.g)
+
+    assert "NonMaxSuppression" in set(op_types(model.graph))
+    assert json.loads({p.key: p.value for p in model.metadata_props}["class_names"]) == [str(i) for i in range(10)]
+
+
+def test_prepare_image_rejects_images_larger_than_the_canvas():
+    with pytest.raises(ValueError, match="larger than the exported"):
+        prepare_image(np.zeros((600, 400, 3), np.uint8), 240, 352, CANVAS)  # portrait: 352 x 240 does not fit
+
+
+def test_export_cli_checks_against_pytorch(confident_model, tmp_path, capsys):
+    weights = tmp_path / "model.pth"
+    torch.save({"model": confident_model.state_dict(), "class_names": [f"digit{i}" for i in range(10)]}, weights)
+    out = tmp_path / "cli.onnx"
+    assert main(["export", "--config", str(CONFIG), "--weights", str(weights), "--out", str(out),
+                 "--size", "128", "160"]) == 0
+    printed = capsys.readouterr().out
+    assert "labels equal" in printed and "128x160 input" in printed
+    props = {p.key: p.value for p in onnx.load(str(out)).metadata_props}
+    assert json.loads(props["class_names"])[3] == "digit3" and props["input_size"] == "128x160"
