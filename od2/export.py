@@ -84,6 +84,7 @@ def export_onnx(model: nn.Module, path: str | os.PathLike, height: int, width: i
         warnings.simplefilter("ignore", category=torch.jit.TracerWarning)
         warnings.simplefilter("ignore", category=UserWarning)
         warnings.simplefilter("ignore", category=DeprecationWarning)
+        warnings.simplefilter("ignore", category=FutureWarning)  # torch.jit.script inside the legacy exporter
         torch.onnx.export(wrapper, (images, image_size), str(path), dynamo=False, opset_version=OPSET,
                           input_names=["images", "image_size"], output_names=["boxes", "scores", "labels"])
     if metadata:
