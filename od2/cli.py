@@ -1,4 +1,5 @@
-"""The ``od2`` command line: ``od2 train | eval | eval-json | predict | export | lr-plot | model-info | data``.
+"""The ``od2`` command line: ``od2 train | eval | eval-json | predict | export | report | lr-plot | model-info |
+data``.
 
 Every command that takes ``--config FILE`` also takes trailing ``KEY=VALUE`` overrides, e.g.
 ``od2 train --config configs/digits/retinanet_lite0.yaml SOLVER.MAX_ITER=200 OUTPUT_DIR=output/try``.
@@ -25,6 +26,7 @@ EPILOG = """examples:
   od2 eval-json --gt annotations.json --dt detections.json
   od2 predict --config configs/bccd/retinanet_lite0.yaml --weights model_final.pth photos/ --out preds
   od2 export --config configs/bccd/retinanet_lite0.yaml --weights model_final.pth --out model.onnx
+  od2 report output/coco/RetinaNet-GN output/coco/RetinaNet-EvoNormS-GIoU --out results.md
   od2 lr-plot --config configs/coco/RetinaNet-BN.yaml --log-y SOLVER.LR_DECAY_TYPE=cosine
   od2 model-info --config configs/coco/RetinaNet-GN.yaml --size 800 1333 --json
   od2 data stats --config configs/bccd/retinanet_lite0.yaml --split test
@@ -98,6 +100,16 @@ def build_parser() -> argparse.ArgumentParser:
     export.add_argument("--out", required=True, help="output file, e.g. model.onnx")
     export.add_argument("--size", type=int, nargs=2, metavar=("H", "W"),
                         help="input canvas (rounded up to INPUT.SIZE_DIVISIBILITY); images must resize to fit it")
+
+    report = sub.add_parser(
+        "report", help="rebuild the log's results document (settings, COCO block, curves) from run folders",
+        description="For each run folder (OUTPUT_DIR of od2 train) write a section as object_detection2's results "
+                    "log does: heading, batch size x processes, backbone and norm, neck and head norms, loss, LR "
+                    "decay, augmentation, iterations, train time, eval s/img and the 12-line COCO block; then a "
+                    "comparison table of all runs; and a training-curve PNG per run (losses and AP vs iteration) "
+                    "in <out stem>_curves/.")
+    report.add_argument("runs", nargs="+", metavar="RUN_DIR", help="run folders (with config.yaml)")
+    report.add_argument("--out", default="results.md", help="Markdown file to write (default results.md)")
 
     eval_json = sub.add_parser("eval-json", help="score a COCO results file against a COCO ground-truth file")
     eval_json.add_argument("--gt", required=True, help="COCO-format ground truth json")
@@ -265,6 +277,14 @@ def cmd_export(args: argparse.Namespace) -> int:
     return 0 if same else 1
 
 
+def cmd_report(args: argparse.Namespace) -> int:
+    from od2.evaluation.report import write_report
+
+    path = write_report(args.runs, args.out)
+    print(f"report of {len(args.runs)} runs: {path}")
+    return 0
+
+
 def cmd_eval_json(args: argparse.Namespace) -> int:
     from od2.evaluation.coco_evaluator import evaluate_json_files, write_summary_json
 
@@ -313,7 +333,7 @@ def dist_rank_from_env() -> int:
 
 
 COMMANDS = {"train": cmd_train, "eval": cmd_eval, "eval-json": cmd_eval_json, "predict": cmd_predict,
-            "export": cmd_export, "lr-plot": cmd_lr_plot,
+            "export": cmd_export, "report": cmd_report, "lr-plot": cmd_lr_plot,
             "model-info": cmd_model_info, "data": run_data_command}
 
 

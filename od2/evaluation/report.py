@@ -1,0 +1,177 @@
+"""``od2 report``: the results document of the object_detection2 log, rebuilt from od2 run folders.
+
+For each run folder (``OUTPUT_DIR`` of ``od2 train``: ``config.yaml``, ``metrics.jsonl``, ``eval/coco_summary.json``,
+the last checkpoint) it writes a section as the log does: a heading (the config's name), the settings the log lists
+(batch size x processes, backbone and its norm, neck and its norm, head norm, box loss, LR decay, augmentation,
+iterations, train time, eval seconds per image) and the 12-line COCO block; then one comparison table of all
+runs, and a training-curve PNG per run (losses and AP against iteration).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+
+from od2.config import CfgNode, load_config
+from od2.modeling.build import neck_section_name
+
+from .coco_evaluator import STAT_NAMES, CocoSummary
+
+logger = logging.getLogger(__name__)
+
+__all__ = ["RunRecord", "plot_curves", "read_run", "write_report"]
+
+@dataclass
+class RunRecord:
+    """What one run folder says: its resolved config, training and evaluation records, final COCO numbers."""
+
+    folder: Path
+    name: str
+    cfg: CfgNode
+    train: list[dict] = field(default_factory=list)  # metrics.jsonl training records (iteration, losses, time)
+    evals: list[dict] = field(default_factory=list)  # metrics.jsonl evaluation records (iteration, eval/AP, ...)
+    summary: dict | None = None  # eval/coco_summary.json, else the last evaluation record
+    world_size: int | None = None
+
+    @property
+    def iterations(self) -> int:
+        return self.train[-1]["iteration"] if self.train else 0
+
+    @property
+    def stats(self) -> tuple[float, ...] | None:
+        return tuple(float(self.summary[k]) for k in STAT_NAMES) if self.summary else None
+
+
+def _run_name(folder: Path) -> str:
+    """The name of the config file the run was trained from (``od2 train`` logs it first in log.txt), else the
+    folder's name."""
+    log = folder / "log.txt"
+    if log.is_file():
+        with log.open(encoding="utf-8", errors="replace") as f:
+            for line in f:
+                if "] INFO: config " in line and " with overrides " in line:
+                    return Path(line.split("] INFO: config ", 1)[1].split(" with overrides ", 1)[0]).stem
+    return folder.name
+
+
+def read_run(folder: str | os.PathLike) -> RunRecord:
+    """Read a run folder; raises ``FileNotFoundError`` naming the folder when it has no ``config.yaml``."""
+    folder = Path(folder)
+    config = folder / "config.yaml"
+    if not config.is_file():
+        raise FileNotFoundError(f"{folder} is not an od2 run folder (no config.yaml)")
+    cfg = load_config(config)
+    run = RunRecord(folder=folder, name=_run_name(folder), cfg=cfg)
+    metrics = folder / "metrics.jsonl"
+    if metrics.is_file():
+        for number, line in enumerate(metrics.read_text().splitlines(), 1):
+            if not line.strip():
+                continue
+            try:
+                record = json.loads(line)
+            except json.JSONDecodeError:
+                logger.warning("%s:%d: not JSON, skipped", metrics, number)
+                continue
+            (run.evals if any(k.startswith("eval/") for k in record) else run.train).append(record)
+    summary_file = folder / "eval" / "coco_summary.json"
+    if summary_file.is_file():
+        run.summary = json.loads(summary_file.read_text())
+    elif run.evals:
+        run.summary = {k.removeprefix("eval/"): v for k, v in run.evals[-1].items()}
+    last = folder / "last_checkpoint"
+    if last.is_file() and (folder / last.read_text().strip()).is_file():
+        checkpoint = torch.load(folder / last.read_text().strip(), map_location="cpu", weights_only=True, mmap=True)
+        run.world_size = checkpoint.get("world_size")
+    return run
+
+
+def _describe(run: RunRecord) -> list[str]:
+    """The log's bullet list of settings."""
+    model, solver, data = run.cfg.MODEL, run.cfg.SOLVER, run.cfg.INPUT
+    backbone = model.BACKBONE.NAME + (str(model.RESNETS.DEPTH) if model.BACKBONE.NAME == "resnet" else "")
+    neck = neck_section_name(run.cfg)
+    augment = [data.DATAPROCESS] + ([f"Stitch {data.STITCH}"] if data.STITCH else []) + (
+        ["Stitcher"] if data.STITCHER.ENABLED else [])
+    processes = f" on {run.world_size} process{'es' if run.world_size > 1 else ''}" if run.world_size else ""
+    train_time = run.train[-1].get("time") if run.train else None
+    s_per_img = (run.summary or {}).get("s_per_img")
+    return [
+        f"batch_size: {solver.IMS_PER_BATCH}{processes}",
+        f"backbone {backbone}, {model.BACKBONE.NORM}",
+        f"{model.NECK.NAME} normal: {model[neck].NORM or 'none'}, activation {model[neck].ACTIVATION_FN}",
+        f"Head normal: {model.RETINANET.NORM or 'none'}, activation {model.RETINANET.ACTIVATION_FN}, "
+        f"{model.RETINANET.NUM_CONVS} convs",
+        f"Loss: {model.RETINANET.BBOX_REG_LOSS_TYPE}",
+        f"LR decay: {solver.LR_DECAY_TYPE}, base lr {solver.BASE_LR}",
+        f"augmentation: {', '.join(augment)}",
+        f"iterator: {run.iterations} of {solver.MAX_ITER}",
+        f"train time: {train_time / 3600:.2f}h" if train_time else "train time: unknown",
+        f"eval time: {s_per_img:.4f}s/img" if s_per_img else "eval time: not evaluated",
+    ]
+
+
+def plot_curves(run: RunRecord, path: Path) -> Path | None:
+    """Losses (left) and COCO AP / AP50 (right) against iteration; None when the run has no training records."""
+    if not run.train:
+        return None
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, (left, right) = plt.subplots(1, 2, figsize=(10, 3.6))
+    its = [r["iteration"] for r in run.train]
+    for key in sorted({k for r in run.train for k in r if k.startswith("loss_")} | {"total_loss"}):
+        left.plot(its, [r.get(key, float("nan")) for r in run.train], label=key, linewidth=1)
+    left.set(xlabel="iteration", ylabel="loss", title=f"{run.name}: training loss", yscale="log")
+    left.legend(fontsize=8)
+    if run.evals:
+        eval_its = [r["iteration"] for r in run.evals]
+        for key in ("eval/AP", "eval/AP50"):
+            right.plot(eval_its, [r.get(key, float("nan")) for r in run.evals], marker="o", label=key[5:])
+        right.legend(fontsize=8)
+    else:
+        right.text(0.5, 0.5, "not evaluated", ha="center", va="center", transform=right.transAxes)
+    right.set(xlabel="iteration", ylabel="COCO AP", title="evaluation")
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return path
+
+
+def write_report(folders: Sequence[str | os.PathLike], out: str | os.PathLike) -> Path:
+    """Write the results document for ``folders`` to ``out`` (Markdown) and the curves to ``<out stem>_curves/``."""
+    out = Path(out)
+    runs = [read_run(folder) for folder in folders]
+    seen: dict[str, int] = {}
+    for run in runs:  # the same config trained twice: tell the sections (and curve files) apart by folder
+        seen[run.name] = seen.get(run.name, 0) + 1
+    for run in runs:
+        if seen[run.name] > 1:
+            run.name = f"{run.name} ({run.folder.name})"
+    curves_dir = out.parent / f"{out.stem}_curves"
+    lines = ["# od2 results", "", f"{len(runs)} runs, rebuilt from their run folders by `od2 report`.", ""]
+    lines += ["| run | AP | AP50 | AP75 | APs | APm | APl | iterations | s/img |", "|---" * 9 + "|"]
+    for run in runs:
+        ap = " | ".join(f"{v:.3f}" for v in run.stats[:6]) if run.stats else " | ".join(["-"] * 6)
+        s_per_img = (run.summary or {}).get("s_per_img")
+        lines.append(f"| {run.name} | {ap} | {run.iterations} | {f'{s_per_img:.4f}' if s_per_img else '-'} |")
+    for run in runs:
+        lines += ["", f"## {run.name}", "", f"Run folder: `{run.folder}`", ""]
+        lines += [f"- {item}" for item in _describe(run)]
+        if run.stats:
+            lines += ["", "```", CocoSummary(run.stats, 0.0).table(), "```"]
+        curve = plot_curves(run, curves_dir / f"{run.name.replace(' ', '_').replace('/', '_')}.png")
+        if curve:
+            lines += ["", f"![training curves of {run.name}]({curve.relative_to(out.parent).as_posix()})"]
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text("\n".join(lines) + "\n")
+    logger.info("report of %d runs written to %s", len(runs), out)
+    return out
