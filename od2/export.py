@@ -68,9 +68,9 @@ def prepare_image(image: np.ndarray, min_size: int, max_size: int, canvas_hw: tu
 
 def export_onnx(model: nn.Module, path: str | os.PathLike, height: int, width: int,
                 metadata: dict[str, str] | None = None) -> Path:
-    """Write ``model`` (eval mode, CPU) with postprocessing as ONNX for ``height`` x ``width`` inputs, with
-    ``metadata`` as the model's metadata_props (e.g. class names as JSON); checks the file with ``onnx.checker``.
-    Returns the path."""
+    """Write ``model`` (put in eval mode on the CPU, in place) with postprocessing as ONNX for ``height`` x
+    ``width`` inputs, with ``metadata`` as the model's metadata_props (e.g. class names as JSON); checks the file
+    with ``onnx.checker``. Returns the path."""
     import onnx
 
     path = Path(path)

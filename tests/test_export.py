@@ -11,9 +11,7 @@ import torch
 from sklearn.datasets import load_sample_image
 
 from od2.cli import main
-from od2.config import load_config
 from od2.export import export_onnx, prepare_image
-from od2.modeling.build import build_model
 
 onnx = pytest.importorskip("onnx")
 ort = pytest.importorskip("onnxruntime")
@@ -21,16 +19,6 @@ ort = pytest.importorskip("onnxruntime")
 REPO = Path(__file__).resolve().parents[1]
 CONFIG = REPO / "configs/digits/retinanet_lite0.yaml"
 CANVAS = (256, 352)
-
-
-@pytest.fixture(scope="module")
-def confident_model():
-    """The demo model with the class prior raised, so that random weights give 100 detections per photo."""
-    torch.manual_seed(0)
-    model = build_model(load_config(CONFIG), 10).eval()
-    with torch.no_grad():
-        model.head.cls_score.bias.fill_(0.0)
-    return model
 
 
 @pytest.fixture(scope="module")

@@ -19,7 +19,6 @@ from od2.data.datasets.digits import ensure_digits
 from od2.data.loader import build_test_loader
 from od2.evaluation.inference import run_inference
 from od2.evaluation.predict import checkpoint_class_names, collect_images, output_names, predict_images
-from od2.modeling.build import build_model
 
 REPO = Path(__file__).resolve().parents[2]
 CONFIG = REPO / "configs/digits/retinanet_lite0.yaml"
@@ -65,16 +64,6 @@ def test_checkpoint_class_names():
 def digits_val(tmp_path_factory):
     paths = ensure_digits(tmp_path_factory.mktemp("predict_digits"), num_train=2, num_val=4, seed=3)
     return load_coco_json(paths["val"].json_file, paths["val"].image_root, name="digits_val")
-
-
-@pytest.fixture(scope="module")
-def confident_model():
-    """The demo model with its class prior raised so that random weights give many boxes to compare."""
-    torch.manual_seed(0)
-    model = build_model(load_config(CONFIG), 10).eval()
-    with torch.no_grad():
-        model.head.cls_score.bias.fill_(0.0)
-    return model
 
 
 def test_predict_matches_the_evaluation_pipeline(digits_val, confident_model, tmp_path):
