@@ -9,8 +9,8 @@ from __future__ import annotations
 import argparse
 
 import torch
-from timing import median_seconds
 
+from od2.benchmark.timing import median_seconds
 from od2.config import load_config
 from od2.modeling.build import build_model
 

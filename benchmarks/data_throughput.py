@@ -11,18 +11,13 @@ the ratio to the plain pipeline, as the median of ``--repeats`` passes over ``--
 from __future__ import annotations
 
 import argparse
-import itertools
 import statistics
-import time
 from pathlib import Path
 
 import torch
 
-from od2.config import load_config
-from od2.data.setup import build_train_loader_from_cfg, load_datasets
-
-REPO = Path(__file__).resolve().parents[1]
-CONFIG = REPO / "configs" / "bccd" / "retinanet_lite0.yaml"
+from od2.benchmark.data_speed import BCCD_CONFIG as CONFIG
+from od2.benchmark.data_speed import SHARED_DATA, loader_images_per_second
 
 VARIANTS = {
     "plain (resize + flip)": [],
@@ -35,23 +30,9 @@ VARIANTS = {
 }
 
 
-def images_per_second(overrides: list[str], root: str, num_images: int) -> float:
-    """Source images per second of one pass of the training loader (0 workers) over ``num_images`` images."""
-    cfg = load_config(CONFIG, [f"DATASETS.ROOT={root}", "DATALOADER.NUM_WORKERS=0", *overrides])
-    records = load_datasets(cfg.DATASETS.TRAIN, cfg).records
-    mosaic = cfg.INPUT.STITCHER.ENABLED
-    loader = build_train_loader_from_cfg(cfg, records, mosaic=mosaic)
-    per_batch = cfg.SOLVER.IMS_PER_BATCH * (4 if mosaic else 1)
-    batches = max(1, num_images // per_batch)
-    start = time.perf_counter()
-    for _ in itertools.islice(loader, batches):
-        pass
-    return batches * per_batch / (time.perf_counter() - start)
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--root", default=str(REPO.parent / "shared" / "data"),
+    parser.add_argument("--root", default=str(SHARED_DATA),
                         help="datasets root holding bccd/ (default ../shared/data)")
     parser.add_argument("--images", type=int, default=96, help="source images per pass (default 96)")
     parser.add_argument("--repeats", type=int, default=3, help="passes per variant; the median is reported")
@@ -63,7 +44,8 @@ def main() -> None:
     print(f"{'pipeline':<24} {'images/s per worker':>20} {'x plain':>8}")
     base = None
     for name, overrides in VARIANTS.items():
-        rate = statistics.median(images_per_second(overrides, args.root, args.images) for _ in range(args.repeats))
+        overrides = [f"DATASETS.ROOT={args.root}", *overrides]
+        rate = statistics.median(loader_images_per_second(CONFIG, overrides, args.images) for _ in range(args.repeats))
         base = base or rate
         print(f"{name:<24} {rate:>20.1f} {rate / base:>8.2f}", flush=True)
 

@@ -11,9 +11,9 @@ import argparse
 
 import torch
 import torchvision
-from timing import median_seconds
 from torchvision.models.detection import retinanet_resnet50_fpn
 
+from od2.benchmark.timing import median_seconds
 from od2.config import load_config
 from od2.modeling.build import build_model
 

@@ -12,8 +12,8 @@ from __future__ import annotations
 import argparse
 
 import torch
-from timing import median_seconds
 
+from od2.benchmark.timing import median_seconds
 from od2.modeling.retinanet_head import RetinaNetHead
 
 NORMS = ("BN", "GN", "EvoNormS0", "SN", "SwitchNorm", "")

@@ -1,5 +1,5 @@
-"""The ``od2`` command line: ``od2 train | eval | eval-json | predict | export | report | lr-plot | model-info |
-data``.
+"""The ``od2`` command line: ``od2 train | eval | eval-json | predict | export | report | bench | lr-plot |
+model-info | data``.
 
 Every command that takes ``--config FILE`` also takes trailing ``KEY=VALUE`` overrides, e.g.
 ``od2 train --config configs/digits/retinanet_lite0.yaml SOLVER.MAX_ITER=200 OUTPUT_DIR=output/try``.
@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import logging
 import re
+import shlex
 import sys
 from pathlib import Path
 
@@ -27,6 +28,7 @@ EPILOG = """examples:
   od2 predict --config configs/bccd/retinanet_lite0.yaml --weights model_final.pth photos/ --out preds
   od2 export --config configs/bccd/retinanet_lite0.yaml --weights model_final.pth --out model.onnx
   od2 report output/coco/RetinaNet-GN output/coco/RetinaNet-EvoNormS-GIoU --out results.md
+  od2 bench --only inference eval --no-write
   od2 lr-plot --config configs/coco/RetinaNet-BN.yaml --log-y SOLVER.LR_DECAY_TYPE=cosine
   od2 model-info --config configs/coco/RetinaNet-GN.yaml --size 800 1333 --json
   od2 data stats --config configs/bccd/retinanet_lite0.yaml --split test
@@ -110,6 +112,27 @@ def build_parser() -> argparse.ArgumentParser:
                     "in <out stem>_curves/.")
     report.add_argument("runs", nargs="+", metavar="RUN_DIR", help="run folders (with config.yaml)")
     report.add_argument("--out", default="results.md", help="Markdown file to write (default results.md)")
+
+    bench = sub.add_parser(
+        "bench", help="time od2 against torchvision's RetinaNet and pycocotools on this machine",
+        description="In one run on this machine, with od2 and the reference taking turns: inference seconds per "
+                    "image of RetinaNet-R50-FPN at 576x768 (batch 1 and 8) and training seconds per step (2 "
+                    "images; trainable BN, then FrozenBN with stem+res2 frozen) against torchvision's "
+                    "retinanet_resnet50_fpn built to the same settings; COCO evaluation time against pycocotools "
+                    "on the same detections (their 12 numbers must agree); and the training data pipeline's "
+                    "images/s. Prints a table of medians and ratios and writes it into docs/benchmarks.md. "
+                    "The full suite takes about 10 minutes on 2 CPU cores.")
+    bench.add_argument("--only", nargs="+", choices=("inference", "train", "eval", "data"),
+                       help="measure only these (default: all)")
+    bench.add_argument("--iters", type=int, default=5, help="timed rounds per measure; the median is kept (default 5)")
+    bench.add_argument("--threads", type=int, help="intra-op threads (default: torch's, usually one per core)")
+    bench.add_argument("--size", type=int, nargs=2, default=(576, 768), metavar=("H", "W"),
+                       help="model input size (default 576 768: short side 576, a 4:3 image)")
+    bench.add_argument("--eval-images", type=int, default=500, metavar="N",
+                       help="images of the synthetic COCO set for the evaluation measure (default 500)")
+    bench.add_argument("--out", default="docs/benchmarks.md",
+                       help="Markdown file whose od2-bench section is replaced (default docs/benchmarks.md)")
+    bench.add_argument("--no-write", action="store_true", help="print the table only")
 
     eval_json = sub.add_parser("eval-json", help="score a COCO results file against a COCO ground-truth file")
     eval_json.add_argument("--gt", required=True, help="COCO-format ground truth json")
@@ -285,6 +308,23 @@ def cmd_report(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_bench(args: argparse.Namespace) -> int:
+    import torch
+
+    from od2.benchmark.suite import MEASURES, markdown_section, markdown_table, run_suite, write_section
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    measures = tuple(args.only or MEASURES)
+    rows = run_suite(measures, iters=args.iters, height=args.size[0], width=args.size[1],
+                     eval_images=args.eval_images, log=lambda line: print(line, flush=True))
+    print(markdown_table(rows))
+    if not args.no_write:
+        command = "od2 bench " + shlex.join(sys.argv[2:]) if sys.argv[1:2] == ["bench"] else "od2 bench"
+        print(f"written to {write_section(args.out, markdown_section(rows, args.iters, command.strip()))}")
+    return 0
+
+
 def cmd_eval_json(args: argparse.Namespace) -> int:
     from od2.evaluation.coco_evaluator import evaluate_json_files, write_summary_json
 
@@ -333,7 +373,7 @@ def dist_rank_from_env() -> int:
 
 
 COMMANDS = {"train": cmd_train, "eval": cmd_eval, "eval-json": cmd_eval_json, "predict": cmd_predict,
-            "export": cmd_export, "report": cmd_report, "lr-plot": cmd_lr_plot,
+            "export": cmd_export, "report": cmd_report, "bench": cmd_bench, "lr-plot": cmd_lr_plot,
             "model-info": cmd_model_info, "data": run_data_command}
 
 

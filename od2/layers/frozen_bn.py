@@ -11,7 +11,11 @@ class FrozenBatchNorm2d(_TorchvisionFrozenBN):
     ``addcmul`` instead of a multiply and an add: half the memory traffic, which is ~20% of a CPU training
     step of a frozen-BN backbone. Input and output [B, C, H, W]."""
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def scale_shift(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """(scale [C], shift [C]) with ``y = x * scale + shift``."""
         scale = self.weight * (self.running_var + self.eps).rsqrt()
-        shift = self.bias - self.running_mean * scale
+        return scale, self.bias - self.running_mean * scale
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        scale, shift = self.scale_shift()
         return torch.addcmul(shift.view(1, -1, 1, 1).to(x.dtype), x, scale.view(1, -1, 1, 1).to(x.dtype))

@@ -8,15 +8,71 @@ from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
-from torchvision.ops import complete_box_iou_loss, distance_box_iou_loss, generalized_box_iou_loss, sigmoid_focal_loss
+from torchvision.ops import complete_box_iou_loss, distance_box_iou_loss, generalized_box_iou_loss
 
 BOX_LOSS_TYPES = ("smooth_l1", "l1", "giou", "diou", "ciou")
 _IOU_LOSSES = {"giou": generalized_box_iou_loss, "diou": distance_box_iou_loss, "ciou": complete_box_iou_loss}
 
 
-def focal_loss_sum(logits: torch.Tensor, targets: torch.Tensor, alpha: float, gamma: float) -> torch.Tensor:
-    """Sum of the sigmoid focal loss (Lin et al. 2017) over all elements; logits/targets [N, K], fp32."""
-    return sigmoid_focal_loss(logits.float(), targets, alpha=alpha, gamma=gamma, reduction="sum")
+class _DenseFocalLossSum(torch.autograd.Function):
+    """Sum of the sigmoid focal loss over the anchors ``valid`` marks, with one-hot targets given as the flat
+    indices of their positive entries. Forward and backward are written out so that neither one-hot targets
+    nor a masked copy of the logits is ever made, and the backward recomputes what it needs from the logits
+    instead of keeping a chain of [B, A, K] intermediates.
+
+    With p = sigmoid(x), a negative entry costs (1 - alpha) p^gamma softplus(x) and a positive one
+    alpha (1 - p)^gamma softplus(-x) (= -log(1 - p) and -log(p)). The loss is the negative term over every
+    valid entry plus, at the positive entries, the positive term minus the negative term counted there.
+    """
+
+    @staticmethod
+    def forward(ctx, logits, valid, positive_index, alpha, gamma):
+        x = logits.to(torch.promote_types(logits.dtype, torch.float32))  # fp16/bf16 -> fp32; fp64 stays
+        neg_weight, pos_weight = (1 - alpha, alpha) if alpha >= 0 else (1.0, 1.0)
+        negative = torch.sigmoid(x).pow_(gamma).mul_(F.softplus(x)).sum(-1)  # [B, A]
+        total = neg_weight * (negative * valid.to(x.dtype)).sum()
+        x_pos = x.flatten()[positive_index]
+        p_pos = torch.sigmoid(x_pos)
+        total = total + (pos_weight * (1 - p_pos).pow(gamma) * F.softplus(-x_pos)
+                         - neg_weight * p_pos.pow(gamma) * F.softplus(x_pos)).sum()
+        ctx.save_for_backward(logits, valid, positive_index)
+        ctx.weights = (neg_weight, pos_weight, gamma)
+        return total
+
+    @staticmethod
+    def backward(ctx, grad_total):
+        logits, valid, positive_index = ctx.saved_tensors
+        neg_weight, pos_weight, gamma = ctx.weights
+        x = logits.to(torch.promote_types(logits.dtype, torch.float32))
+        p = torch.sigmoid(x)
+        # d/dx p^g softplus(x) = p^g (g (1 - p) softplus(x) + p)
+        grad = torch.rsub(p, 1).mul_(F.softplus(x)).mul_(gamma).add_(p).mul_(p.pow_(gamma))
+        grad.mul_((neg_weight * grad_total) * valid.to(x.dtype).unsqueeze(-1))
+        x_pos = x.flatten()[positive_index]
+        p_pos, q_pos = torch.sigmoid(x_pos), torch.sigmoid(-x_pos)
+        # d/dx (1 - p)^g softplus(-x) = -(1 - p)^g (g p softplus(-x) + 1 - p)
+        d_pos = -q_pos.pow(gamma) * (gamma * p_pos * F.softplus(-x_pos) + q_pos)
+        d_neg = p_pos.pow(gamma) * (gamma * q_pos * F.softplus(x_pos) + p_pos)
+        grad.view(-1).index_add_(0, positive_index, (pos_weight * d_pos - neg_weight * d_neg) * grad_total)
+        return grad.to(logits.dtype), None, None, None, None
+
+
+def dense_focal_loss_sum(logits: torch.Tensor, valid: torch.Tensor, positive: torch.Tensor, labels: torch.Tensor,
+                         alpha: float, gamma: float) -> torch.Tensor:
+    """Sum of the sigmoid focal loss (Lin et al. 2017) of every anchor that ``valid`` marks, computed in fp32.
+
+    Args:
+        logits: [B, A, K] class logits; valid: bool [B, A], the anchors that count (positives and negatives,
+            not the ignored ones); positive: bool [B, A]; labels: int64 [B, A], the class of each positive anchor
+            (read only where ``positive``). The target of an anchor is one-hot at its label when positive,
+            all zeros otherwise. ``alpha < 0`` weighs both terms 1, as torchvision's sigmoid_focal_loss.
+    Returns:
+        a float32 scalar, equal to ``torchvision.ops.sigmoid_focal_loss(logits[valid], targets[valid], alpha,
+        gamma, reduction="sum")`` at a fraction of its time and memory.
+    """
+    num_classes = logits.shape[-1]
+    positive_index = positive.flatten().nonzero().squeeze(1) * num_classes + labels.flatten()[positive.flatten()]
+    return _DenseFocalLossSum.apply(logits, valid, positive_index, alpha, gamma)
 
 
 def box_losses(loss_type: str, *, pred_deltas: torch.Tensor, target_deltas: torch.Tensor | None,

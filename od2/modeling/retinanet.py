@@ -8,11 +8,10 @@ from __future__ import annotations
 
 import torch
 import torch.nn as nn
-import torch.nn.functional as F
 
 from .anchors import AnchorGenerator
 from .box_coder import BoxCoder
-from .losses import box_losses, focal_loss_sum
+from .losses import box_losses, dense_focal_loss_sum
 from .matcher import NEGATIVE, POSITIVE, Matcher, batched_box_iou, pad_boxes
 from .postprocess import detect
 from .retinanet_head import RetinaNetHead
@@ -106,12 +105,10 @@ class RetinaNet(nn.Module):
             matched_boxes = torch.gather(boxes, 1, matched_idx[..., None].expand(-1, -1, 4))  # [B, A, 4]
             matched_labels = torch.gather(labels, 1, matched_idx)  # [B, A]
         positive = state == POSITIVE
-        num_pos = max(int(positive.sum()), 1)
+        num_pos = positive.sum().clamp(min=1)
 
-        cls_mask = positive | (state == NEGATIVE)
-        cls_targets = F.one_hot(matched_labels, self.num_classes).float()
-        cls_targets = cls_targets * positive[..., None]
-        loss_cls = focal_loss_sum(logits[cls_mask], cls_targets[cls_mask], self.focal_alpha, self.focal_gamma)
+        loss_cls = dense_focal_loss_sum(logits, positive | (state == NEGATIVE), positive, matched_labels,
+                                        self.focal_alpha, self.focal_gamma)
 
         pos_anchors = all_anchors[None].expand_as(matched_boxes)[positive]
         pos_deltas, pos_gt = deltas[positive], matched_boxes[positive]

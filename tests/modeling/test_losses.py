@@ -6,8 +6,9 @@ import math
 
 import pytest
 import torch
+from torchvision.ops import sigmoid_focal_loss
 
-from od2.modeling.losses import BOX_LOSS_TYPES, box_loss_sum, focal_loss_sum
+from od2.modeling.losses import BOX_LOSS_TYPES, box_loss_sum, dense_focal_loss_sum
 
 
 def hand_focal(logits: list[list[float]], targets: list[list[float]], alpha: float, gamma: float) -> float:
@@ -21,29 +22,70 @@ def hand_focal(logits: list[list[float]], targets: list[list[float]], alpha: flo
     return total
 
 
-@pytest.mark.parametrize("alpha,gamma", [(0.25, 2.0), (0.5, 0.0), (0.75, 1.5)])
-def test_focal_loss_sum(alpha, gamma):
-    g = torch.Generator().manual_seed(0)
-    logits = torch.randn(7, 5, generator=g) * 3
-    targets = torch.zeros(7, 5)
-    targets[torch.arange(7), torch.randint(0, 5, (7,), generator=g)] = 1
-    targets[3] = 0  # a background anchor
-    got = focal_loss_sum(logits, targets, alpha, gamma)
+def dense_inputs(batch=2, anchors=7, classes=5, seed=0):
+    """Logits [B, A, K] and a matching: valid [B, A] (one ignored anchor), positive [B, A], labels [B, A]."""
+    g = torch.Generator().manual_seed(seed)
+    logits = torch.randn(batch, anchors, classes, generator=g) * 3
+    labels = torch.randint(0, classes, (batch, anchors), generator=g)
+    positive = torch.rand(batch, anchors, generator=g) < 0.4
+    valid = torch.ones(batch, anchors, dtype=torch.bool)
+    valid[0, 3] = positive[0, 3] = False  # ignored anchor (IoU between the thresholds)
+    return logits, valid, positive, labels
+
+
+def one_hot_targets(positive, labels, classes):
+    return torch.nn.functional.one_hot(labels, classes).float() * positive[..., None]
+
+
+@pytest.mark.parametrize("alpha,gamma", [(0.25, 2.0), (0.5, 0.0), (0.75, 1.5), (-1.0, 2.0)])
+def test_dense_focal_loss_matches_hand_formula_and_torchvision(alpha, gamma):
+    logits, valid, positive, labels = dense_inputs()
+    targets = one_hot_targets(positive, labels, 5)
+    got = dense_focal_loss_sum(logits, valid, positive, labels, alpha, gamma)
     assert got.dim() == 0
-    assert got.item() == pytest.approx(hand_focal(logits.tolist(), targets.tolist(), alpha, gamma), rel=1e-5)
+    expected = sigmoid_focal_loss(logits[valid], targets[valid], alpha=alpha, gamma=gamma, reduction="sum")
+    assert got.item() == pytest.approx(expected.item(), rel=1e-5)
+    if alpha >= 0:
+        hand = hand_focal(logits[valid].tolist(), targets[valid].tolist(), alpha, gamma)
+        assert got.item() == pytest.approx(hand, rel=1e-5)
 
 
-def test_focal_loss_half_logits_computed_in_fp32():
-    logits = torch.tensor([[2.0, -3.0]], dtype=torch.float16)
-    targets = torch.tensor([[1.0, 0.0]])
-    got = focal_loss_sum(logits, targets, 0.25, 2.0)
+@pytest.mark.parametrize("alpha,gamma", [(0.25, 2.0), (0.5, 0.0), (0.75, 1.5)])
+def test_dense_focal_loss_gradient_matches_autograd_of_torchvision(alpha, gamma):
+    logits, valid, positive, labels = dense_inputs(seed=1)
+    targets = one_hot_targets(positive, labels, 5)
+    ours = logits.clone().requires_grad_()
+    (2.5 * dense_focal_loss_sum(ours, valid, positive, labels, alpha, gamma)).backward()
+    reference = logits.clone().requires_grad_()
+    (2.5 * sigmoid_focal_loss(reference[valid], targets[valid], alpha=alpha, gamma=gamma, reduction="sum")).backward()
+    torch.testing.assert_close(ours.grad, reference.grad, rtol=1e-5, atol=1e-6)
+    assert ours.grad[0, 3].abs().max() == 0  # the ignored anchor gets no gradient
+
+
+def test_dense_focal_loss_gradcheck_in_double():
+    logits, valid, positive, labels = dense_inputs(batch=1, anchors=4, classes=3, seed=2)
+    x = logits.double().requires_grad_()
+    assert torch.autograd.gradcheck(lambda t: dense_focal_loss_sum(t, valid, positive, labels, 0.25, 2.0),
+                                    (x,), eps=1e-6, atol=1e-4)
+
+
+def test_dense_focal_loss_half_logits_computed_in_fp32_with_half_gradient():
+    logits, valid, positive, labels = dense_inputs(seed=3)
+    half = logits.half().requires_grad_()
+    got = dense_focal_loss_sum(half, valid, positive, labels, 0.25, 2.0)
     assert got.dtype == torch.float32
-    assert got.item() == pytest.approx(hand_focal([[2.0, -3.0]], [[1.0, 0.0]], 0.25, 2.0), rel=1e-4)
+    expected = dense_focal_loss_sum(half.detach().float(), valid, positive, labels, 0.25, 2.0)
+    assert got.item() == pytest.approx(expected.item(), rel=1e-6)
+    got.backward()
+    assert half.grad.dtype == torch.float16
 
 
-def test_focal_loss_empty_is_zero():
-    got = focal_loss_sum(torch.zeros(0, 3), torch.zeros(0, 3), 0.25, 2.0)
-    assert got.item() == 0.0
+def test_dense_focal_loss_without_anchors_is_zero():
+    empty = torch.zeros(2, 0, 3, requires_grad=True)
+    none = torch.zeros(2, 0, dtype=torch.bool)
+    got = dense_focal_loss_sum(empty, none, none, torch.zeros(2, 0, dtype=torch.long), 0.25, 2.0)
+    got.backward()
+    assert got.item() == 0.0 and empty.grad.shape == (2, 0, 3)
 
 
 PRED = [[0.5, -1.2, 0.05, 2.0], [0.0, 0.3, -0.7, 0.9]]

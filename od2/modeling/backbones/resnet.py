@@ -7,16 +7,39 @@ from collections.abc import Callable
 import torchvision
 from torch import Tensor, nn
 
+from od2.layers.folded_norm import conv_norm
 from od2.layers.frozen_bn import FrozenBatchNorm2d
 from od2.modeling.backbones.utils import convert_to_frozen_bn
 
 __all__ = ["ResNetBackbone"]
 
-_CONSTRUCTORS: dict[int, Callable[..., torchvision.models.ResNet]] = {
-    18: torchvision.models.resnet18,
-    34: torchvision.models.resnet34,
-    50: torchvision.models.resnet50,
-    101: torchvision.models.resnet101,
+class BasicBlock(torchvision.models.resnet.BasicBlock):
+    """torchvision's BasicBlock (same submodules and state_dict) with folded norms (od2.layers.conv_norm)."""
+
+    def forward(self, x: Tensor) -> Tensor:
+        out = self.relu(conv_norm(self.conv1, self.bn1, x))
+        out = conv_norm(self.conv2, self.bn2, out)
+        out += x if self.downsample is None else conv_norm(self.downsample[0], self.downsample[1], x)
+        return self.relu(out)
+
+
+class Bottleneck(torchvision.models.resnet.Bottleneck):
+    """torchvision's Bottleneck (same submodules and state_dict) with folded norms (od2.layers.conv_norm)."""
+
+    def forward(self, x: Tensor) -> Tensor:
+        out = self.relu(conv_norm(self.conv1, self.bn1, x))
+        out = self.relu(conv_norm(self.conv2, self.bn2, out))
+        out = conv_norm(self.conv3, self.bn3, out)
+        out += x if self.downsample is None else conv_norm(self.downsample[0], self.downsample[1], x)
+        return self.relu(out)
+
+
+# depth -> (block, blocks per stage), as torchvision's resnet18 ... resnet101
+_ARCHITECTURES: dict[int, tuple[type[nn.Module], list[int]]] = {
+    18: (BasicBlock, [2, 2, 2, 2]),
+    34: (BasicBlock, [3, 4, 6, 3]),
+    50: (Bottleneck, [3, 4, 6, 3]),
+    101: (Bottleneck, [3, 4, 23, 3]),
 }
 
 # Stage names in the order freeze_at counts them; stage 0 is the stem.
@@ -55,11 +78,12 @@ class ResNetBackbone(nn.Module):
         freeze_at: int = 0,
     ) -> None:
         super().__init__()
-        if depth not in _CONSTRUCTORS:
-            raise ValueError(f"ResNet depth must be one of {sorted(_CONSTRUCTORS)}, got {depth}")
+        if depth not in _ARCHITECTURES:
+            raise ValueError(f"ResNet depth must be one of {sorted(_ARCHITECTURES)}, got {depth}")
         if not 0 <= freeze_at <= len(_STAGES):
             raise ValueError(f"freeze_at must be in [0, {len(_STAGES)}], got {freeze_at}")
-        net = _CONSTRUCTORS[depth](weights=None, norm_layer=norm_layer or FrozenBatchNorm2d)
+        block, layers = _ARCHITECTURES[depth]
+        net = torchvision.models.ResNet(block, layers, norm_layer=norm_layer or FrozenBatchNorm2d)
         self.conv1 = net.conv1
         self.bn1 = net.bn1
         self.relu = net.relu
@@ -81,7 +105,7 @@ class ResNetBackbone(nn.Module):
     def forward(self, x: Tensor) -> dict[str, Tensor]:
         """Map a normalised batch ``float [B, 3, H, W]`` to ``{"C3", "C4", "C5"}``, each ``[B, C_k, ceil(H/s_k),
         ceil(W/s_k)]`` with the channels and strides of :attr:`out_channels` / :attr:`strides`."""
-        x = self.maxpool(self.relu(self.bn1(self.conv1(x))))
+        x = self.maxpool(self.relu(conv_norm(self.conv1, self.bn1, x)))
         c3 = self.layer2(self.layer1(x))
         c4 = self.layer3(c3)
         c5 = self.layer4(c4)
