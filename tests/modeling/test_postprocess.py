@@ -9,7 +9,7 @@ from torchvision.ops import clip_boxes_to_image, nms
 
 from od2.modeling.anchors import AnchorGenerator
 from od2.modeling.box_coder import BoxCoder
-from od2.modeling.postprocess import detect
+from od2.modeling.postprocess import chunked_topk, detect
 
 K, A = 4, 3
 SIZES = [(8, 8), (4, 4), (2, 2)]
@@ -143,3 +143,15 @@ def test_detect_does_not_modify_its_inputs():
     for group, saved in zip((logits, deltas, anchors), copies):
         for t, c in zip(group, saved):
             assert torch.equal(t, c)
+
+
+@pytest.mark.parametrize("batch,n,k", [(1, 5_000_000, 1000), (3, 2_100_001, 1000), (2, 1000, 1000), (2, 50, 1000),
+                                       (1, 2_500_000, 1_000_000)])
+def test_chunked_topk_matches_topk(batch, n, k):
+    g = torch.Generator().manual_seed(n)
+    values = torch.randn(batch, n, generator=g)
+    best, idx = chunked_topk(values, k)
+    expected, _ = values.topk(min(k, n), dim=1)
+    assert torch.equal(best, expected)
+    assert torch.equal(values.gather(1, idx), best)
+    assert all(row.unique().numel() == row.numel() for row in idx)  # every index once
