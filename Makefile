@@ -28,6 +28,7 @@ test: install
 	if [ $$rc -eq 5 ]; then echo "pytest collected no tests: failing"; exit 1; fi; exit $$rc
 
 bench: install
+	$(OD2) bench
 	$(PY) benchmarks/cpu_speed.py
 	$(PY) benchmarks/head_norms.py
 	$(PY) benchmarks/data_throughput.py

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # GPU checks and figures, for a machine with one CUDA GPU (run from the repository root):
-#  1. od2 vs torchvision RetinaNet-R50-FPN speed (benchmarks/gpu_bench.py);
+#  1. od2 vs torchvision RetinaNet-R50-FPN and od2 EfficientDet-D0 speed (benchmarks/gpu_bench.py);
 #  2. the digits demo trained on the GPU under torchrun (NCCL process group, DDP), then evaluated.
 # Usage: benchmarks/gpu.sh [DEMO_ITERS]   (python: $PYTHON, default python3; od2 importable)
 set -euo pipefail
