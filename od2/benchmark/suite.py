@@ -7,6 +7,7 @@ import datetime
 import os
 import platform
 import re
+import textwrap
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -19,6 +20,7 @@ from .model_speed import TRAIN_BATCH, inference_seconds_per_image, train_seconds
 
 MEASURES = ("inference", "train", "eval", "data")
 BEGIN, END = "<!-- od2 bench: begin -->", "<!-- od2 bench: end -->"
+WIDTH = 115  # docs/ line width
 
 
 @dataclass(frozen=True)
@@ -106,25 +108,29 @@ def markdown_table(rows: list[Row]) -> str:
 
 def markdown_section(rows: list[Row], iters: int, command: str = "od2 bench") -> str:
     """The docs/benchmarks.md section: machine, date, the ``command`` that measured, table, how to read it."""
+    intro = (f"{machine_description()}; {datetime.date.today().isoformat()}. `{command}`; medians of {iters} rounds "
+             "in which od2 and the reference run in turns after one warm-up round.")
+    notes = [
+        "Ratios are od2's time over the reference's: below 1, od2 is faster.",
+        "RetinaNet-R50-FPN both sides (od2: configs/Base-RetinaNet.yaml), 80 classes, 9 anchors per cell of the "
+        "same sizes, random weights with the same classification bias around logit(0.05), so that postprocessing "
+        "handles full candidate lists (od2/benchmark/retinanet_pair.py). od2 takes P6 from C5 as the original "
+        "does, torchvision from P5 (4.1M more parameters and 0.9 GFLOPs more for od2).",
+        "Training: SGD with momentum on 2 images with 8 random boxes each. Trainable BN is "
+        "`retinanet_resnet50_fpn(weights=None, weights_backbone=None)`; FrozenBN with stem and res2 frozen is what "
+        "torchvision builds when given ImageNet backbone weights, and od2's default FrozenBN with FREEZE_AT=2.",
+        "COCO eval: a synthetic ground truth (od2/benchmark/coco_eval_speed.py); both evaluators indexed once, then "
+        "timed from loading the results to the summary. Equal numbers are required.",
+    ]
     return "\n".join([
         BEGIN,
         "## od2 vs torchvision and pycocotools (`od2 bench`, part of `make bench`)",
         "",
-        f"{machine_description()}; {datetime.date.today().isoformat()}. `{command}`; medians of {iters} "
-        "rounds in which od2 and the reference run in turns after one warm-up round.",
+        textwrap.fill(intro, WIDTH),
         "",
         markdown_table(rows),
         "",
-        "- Ratios are od2's time over the reference's: below 1, od2 is faster.",
-        "- RetinaNet-R50-FPN both sides (od2: configs/Base-RetinaNet.yaml), 80 classes, 9 anchors per cell of the "
-        "same sizes, random weights with the same classification bias around logit(0.05), so that postprocessing "
-        "handles full candidate lists (od2/benchmark/retinanet_pair.py). od2 takes P6 from C5 as the original "
-        "does, torchvision from P5 (4.1M more parameters and 0.9 GFLOPs more for od2).",
-        "- Training: SGD with momentum on 2 images with 8 random boxes each. Trainable BN is "
-        "`retinanet_resnet50_fpn(weights=None, weights_backbone=None)`; FrozenBN with stem and res2 frozen is what "
-        "torchvision builds when given ImageNet backbone weights, and od2's default FrozenBN with FREEZE_AT=2.",
-        "- COCO eval: a synthetic ground truth (od2/benchmark/coco_eval_speed.py); both evaluators indexed once, then "
-        "timed from loading the results to the summary. Equal numbers are required.",
+        *(textwrap.fill(note, WIDTH, initial_indent="- ", subsequent_indent="  ") for note in notes),
         END,
     ])
 
