@@ -143,6 +143,7 @@ DEFAULTS: dict[str, Any] = {
         "EVAL_PERIOD": 0,
         "DETECTIONS_PER_IMAGE": 100,
         "IMS_PER_BATCH": 1,
+        "WINOGRAD": True,
     },
     "OUTPUT_DIR": "./output",
     "SEED": 42,
