@@ -195,7 +195,7 @@ def build_model(cfg: CfgNode, num_classes: int) -> RetinaNet:
     head = RetinaNetHead(head_channels.pop(), anchors.num_anchors, num_classes, len(head_cfg.IN_FEATURES),
                          num_convs=head_cfg.NUM_CONVS, norm=head_cfg.NORM, activation=head_cfg.ACTIVATION_FN,
                          prior_prob=head_cfg.PRIOR_PROB, separable=head_cfg.SEPARABLE_CONV,
-                         winograd=cfg.TEST.WINOGRAD)
+                         winograd=head_cfg.WINOGRAD)
     model = RetinaNet(
         backbone, neck, head, head_cfg.IN_FEATURES, anchors,
         BoxCoder(tuple(head_cfg.BBOX_REG_WEIGHTS)),

@@ -47,7 +47,7 @@ class RetinaNetHead(nn.Module):
     official EfficientDet; the original object_detection2 used regular 3x3 convs.
 
     ``winograd=True`` runs the regular 3x3 convs by Winograd F(4x4, 3x3) at CPU inference
-    (od2.layers.winograd, ``TEST.WINOGRAD``); training and GPUs are unaffected.
+    (od2.layers.winograd, ``MODEL.RETINANET.WINOGRAD``); training and GPUs are unaffected.
     """
 
     def __init__(self, in_channels: int, num_anchors: int, num_classes: int, num_levels: int,
