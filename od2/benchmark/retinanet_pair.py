@@ -37,7 +37,7 @@ BN_SETTINGS = ("BN", "FrozenBN")
 CANDIDATE_SCORE = 0.05
 
 
-def od2_retinanet(bn: str, extra_overrides: tuple[str, ...] = ()) -> nn.Module:
+def od2_retinanet(bn: str) -> nn.Module:
     """od2's RetinaNet-R50-FPN from configs/Base-RetinaNet.yaml (no norm in FPN and head, as torchvision's)."""
     if bn not in BN_SETTINGS:
         raise ValueError(f"bn must be one of {BN_SETTINGS}, got {bn!r}")
@@ -45,7 +45,7 @@ def od2_retinanet(bn: str, extra_overrides: tuple[str, ...] = ()) -> nn.Module:
         raise FileNotFoundError(f"{CONFIG} not found: od2 bench runs from a clone of the repository")
     overrides = ["MODEL.BACKBONE.NORM=BN"] if bn == "BN" else ["MODEL.BACKBONE.NORM=FrozenBN",
                                                                 "MODEL.BACKBONE.FREEZE_AT=2"]
-    cfg = load_config(CONFIG, [*overrides, *extra_overrides])
+    cfg = load_config(CONFIG, overrides)
     return build_model(cfg, NUM_CLASSES)
 
 

@@ -30,7 +30,7 @@ BAND_VALUES = 32768  # input values (tiles x channels) transformed at a time, so
 _BT = torch.tensor([[4, 0, -5, 0, 1, 0], [0, -4, -4, 1, 1, 0], [0, 4, -4, -1, 1, 0],
                     [0, -2, -1, 2, 1, 0], [0, 2, -1, -2, 1, 0], [0, 4, 0, -5, 0, 1]], dtype=torch.float64)
 _G = torch.tensor([[1 / 4, 0, 0], [-1 / 6, -1 / 6, -1 / 6], [-1 / 6, 1 / 6, -1 / 6],
-                   [1 / 24, 1 / 12, 1 / 6], [1 / 24, -1 / 12, 1 / 6], [0, 0, 1]], dtype=torch.float32)
+                   [1 / 24, 1 / 12, 1 / 6], [1 / 24, -1 / 12, 1 / 6], [0, 0, 1]], dtype=torch.float64)
 _AT = torch.tensor([[1, 1, 1, 1, 1, 0], [0, 1, -1, 2, -2, 0], [0, 1, 1, 4, 4, 0], [0, 1, -1, 8, -8, 1]],
                    dtype=torch.float64)
 # Both 2-D transforms as one matrix over the flattened tile: (BT d B)[i, j] = sum_kl BT[i, k] BT[j, l] d[k, l].
@@ -42,9 +42,10 @@ _FILTERS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 
 
 def transform_filter(weight: torch.Tensor) -> torch.Tensor:
-    """Conv weight [K, C, 3, 3] -> transformed filter [36, C, K] (``G g G^T`` per channel pair)."""
-    transformed = torch.einsum("ik,jl,ockl->ijco", _G, _G, weight)
-    return transformed.reshape(36, weight.shape[1], weight.shape[0])
+    """Conv weight [K, C, 3, 3] -> transformed filter [36, C, K] (``G g G^T`` per channel pair), computed in
+    float64 (it is cached, so precision costs nothing) and returned in the weight's dtype."""
+    transformed = torch.einsum("ik,jl,ockl->ijco", _G, _G, weight.double())
+    return transformed.reshape(36, weight.shape[1], weight.shape[0]).to(weight.dtype).contiguous()
 
 
 def winograd_conv3x3(x: torch.Tensor, transformed: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
@@ -95,6 +96,6 @@ def conv3x3(conv: nn.Module, x: torch.Tensor) -> torch.Tensor:
     state = (weight.data_ptr(), weight._version)
     cached = _FILTERS.get(conv)
     if cached is None or cached[0]() is not weight or cached[1] != state:
-        cached = (weakref.ref(weight), state, transform_filter(weight.detach()).contiguous())
+        cached = (weakref.ref(weight), state, transform_filter(weight.detach()))
         _FILTERS[conv] = cached
     return winograd_conv3x3(x, cached[2], conv.bias)

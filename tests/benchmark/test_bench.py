@@ -42,9 +42,9 @@ def test_pair_shares_classification_bias_and_frozen_stages(pair):
     assert all(p.requires_grad for p in ours.backbone.layer2.parameters())
 
 
-def test_pair_both_detect_and_train_on_the_random_batch(pair):
+def test_pair_both_detect_100_boxes_on_the_random_batch(pair):
     ours, theirs = pair
-    images, boxes, labels = random_batch(2, height=128, width=160)
+    images, _, _ = random_batch(2, height=128, width=160)
     ours.eval(), theirs.eval()
     with torch.no_grad():
         ours_out = ours(images, torch.tensor([[128, 160]] * 2))
