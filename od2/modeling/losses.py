@@ -14,47 +14,70 @@ BOX_LOSS_TYPES = ("smooth_l1", "l1", "giou", "diou", "ciou")
 _IOU_LOSSES = {"giou": generalized_box_iou_loss, "diou": distance_box_iou_loss, "ciou": complete_box_iou_loss}
 
 
+# Elements of the logits handled per pass of the dense focal loss: on CPU a chunk's intermediates stay in cache
+# (1 MiB per fp32 tensor) and no [B, A, K] temporary is ever allocated; on GPUs chunks only bound the memory.
+FOCAL_CHUNK_ELEMENTS = {"cpu": 1 << 18, "default": 1 << 24}
+
+
+def _focal_chunk_rows(device: torch.device, num_classes: int) -> int:
+    elements = FOCAL_CHUNK_ELEMENTS.get(device.type, FOCAL_CHUNK_ELEMENTS["default"])
+    return max(1, elements // max(num_classes, 1))
+
+
 class _DenseFocalLossSum(torch.autograd.Function):
     """Sum of the sigmoid focal loss over the anchors ``valid`` marks, with one-hot targets given as the flat
-    indices of their positive entries. Forward and backward are written out so that neither one-hot targets
-    nor a masked copy of the logits is ever made, and the backward recomputes what it needs from the logits
-    instead of keeping a chain of [B, A, K] intermediates.
+    indices of their positive entries. Neither one-hot targets nor a masked copy of the logits is ever made.
 
     With p = sigmoid(x), a negative entry costs (1 - alpha) p^gamma softplus(x) and a positive one
     alpha (1 - p)^gamma softplus(-x) (= -log(1 - p) and -log(p)). The loss is the negative term over every
     valid entry plus, at the positive entries, the positive term minus the negative term counted there.
+
+    The output is a scalar, so its gradient is the upstream scalar times d(loss)/d(logits). The forward computes
+    that derivative in the same pass as the loss, chunk by chunk (sigmoid and softplus once per element), and
+    keeps it in place of the logits: the backward is one multiplication.
     """
 
     @staticmethod
-    def forward(ctx, logits, valid, positive_index, alpha, gamma):
-        x = logits.to(torch.promote_types(logits.dtype, torch.float32))  # fp16/bf16 -> fp32; fp64 stays
+    def forward(ctx, logits, valid, positive_index, alpha, gamma, with_grad):
+        compute_dtype = torch.promote_types(logits.dtype, torch.float32)  # fp16/bf16 -> fp32; fp64 stays
         neg_weight, pos_weight = (1 - alpha, alpha) if alpha >= 0 else (1.0, 1.0)
-        negative = torch.sigmoid(x).pow_(gamma).mul_(F.softplus(x)).sum(-1)  # [B, A]
-        total = neg_weight * (negative * valid.to(x.dtype)).sum()
-        x_pos = x.flatten()[positive_index]
-        p_pos = torch.sigmoid(x_pos)
-        total = total + (pos_weight * (1 - p_pos).pow(gamma) * F.softplus(-x_pos)
-                         - neg_weight * p_pos.pow(gamma) * F.softplus(x_pos)).sum()
-        ctx.save_for_backward(logits, valid, positive_index)
-        ctx.weights = (neg_weight, pos_weight, gamma)
+        num_classes = logits.shape[-1]
+        rows = logits.reshape(-1, num_classes)  # [B * A, K]
+        row_weights = valid.reshape(-1, 1).to(compute_dtype) * neg_weight  # [B * A, 1]
+        grad = torch.empty(rows.shape, dtype=logits.dtype, device=logits.device) if with_grad else None
+        total = torch.zeros((), dtype=compute_dtype, device=logits.device)
+        step = _focal_chunk_rows(logits.device, num_classes)
+        for start in range(0, rows.shape[0], step):
+            x = rows[start:start + step].to(compute_dtype)
+            weights = row_weights[start:start + step]
+            p = torch.sigmoid(x)
+            softplus = F.softplus(x)
+            p_gamma = p.pow(gamma)
+            total += (p_gamma * softplus).sum(-1, keepdim=True).mul_(weights).sum()
+            if with_grad:
+                # d/dx p^g softplus(x) = p^g (g (1 - p) softplus(x) + p), written straight into the gradient
+                # when it has the compute dtype
+                chunk_grad = grad[start:start + step] if grad.dtype == compute_dtype else torch.empty_like(x)
+                torch.sub(1, p, out=chunk_grad).mul_(softplus).mul_(gamma).add_(p).mul_(p_gamma).mul_(weights)
+                if chunk_grad.dtype != grad.dtype:
+                    grad[start:start + step].copy_(chunk_grad)
+        x_pos = logits.reshape(-1)[positive_index].to(compute_dtype)
+        p_pos, q_pos = torch.sigmoid(x_pos), torch.sigmoid(-x_pos)
+        softplus_pos, softplus_neg = F.softplus(-x_pos), F.softplus(x_pos)
+        total = total + (pos_weight * q_pos.pow(gamma) * softplus_pos
+                         - neg_weight * p_pos.pow(gamma) * softplus_neg).sum()
+        if with_grad:
+            # d/dx (1 - p)^g softplus(-x) = -(1 - p)^g (g p softplus(-x) + 1 - p)
+            d_pos = -q_pos.pow(gamma) * (gamma * p_pos * softplus_pos + q_pos)
+            d_neg = p_pos.pow(gamma) * (gamma * q_pos * softplus_neg + p_pos)
+            grad.view(-1).index_add_(0, positive_index, (pos_weight * d_pos - neg_weight * d_neg).to(grad.dtype))
+            ctx.save_for_backward(grad.view(logits.shape))
         return total
 
     @staticmethod
     def backward(ctx, grad_total):
-        logits, valid, positive_index = ctx.saved_tensors
-        neg_weight, pos_weight, gamma = ctx.weights
-        x = logits.to(torch.promote_types(logits.dtype, torch.float32))
-        p = torch.sigmoid(x)
-        # d/dx p^g softplus(x) = p^g (g (1 - p) softplus(x) + p)
-        grad = torch.rsub(p, 1).mul_(F.softplus(x)).mul_(gamma).add_(p).mul_(p.pow_(gamma))
-        grad.mul_((neg_weight * grad_total) * valid.to(x.dtype).unsqueeze(-1))
-        x_pos = x.flatten()[positive_index]
-        p_pos, q_pos = torch.sigmoid(x_pos), torch.sigmoid(-x_pos)
-        # d/dx (1 - p)^g softplus(-x) = -(1 - p)^g (g p softplus(-x) + 1 - p)
-        d_pos = -q_pos.pow(gamma) * (gamma * p_pos * F.softplus(-x_pos) + q_pos)
-        d_neg = p_pos.pow(gamma) * (gamma * q_pos * F.softplus(x_pos) + p_pos)
-        grad.view(-1).index_add_(0, positive_index, (pos_weight * d_pos - neg_weight * d_neg) * grad_total)
-        return grad.to(logits.dtype), None, None, None, None
+        (grad,) = ctx.saved_tensors
+        return grad * grad_total.to(grad.dtype), None, None, None, None, None
 
 
 def dense_focal_loss_sum(logits: torch.Tensor, valid: torch.Tensor, positive: torch.Tensor, labels: torch.Tensor,
@@ -72,7 +95,9 @@ def dense_focal_loss_sum(logits: torch.Tensor, valid: torch.Tensor, positive: to
     """
     num_classes = logits.shape[-1]
     positive_index = positive.flatten().nonzero().squeeze(1) * num_classes + labels.flatten()[positive.flatten()]
-    return _DenseFocalLossSum.apply(logits, valid, positive_index, alpha, gamma)
+    # Under no_grad the derivative is not computed (autograd.Function.forward cannot tell grad mode itself).
+    with_grad = torch.is_grad_enabled() and logits.requires_grad
+    return _DenseFocalLossSum.apply(logits, valid, positive_index, alpha, gamma, with_grad)
 
 
 def box_losses(loss_type: str, *, pred_deltas: torch.Tensor, target_deltas: torch.Tensor | None,

@@ -8,6 +8,7 @@ import pytest
 import torch
 from torchvision.ops import sigmoid_focal_loss
 
+from od2.modeling import losses
 from od2.modeling.losses import BOX_LOSS_TYPES, box_loss_sum, dense_focal_loss_sum
 
 
@@ -60,6 +61,25 @@ def test_dense_focal_loss_gradient_matches_autograd_of_torchvision(alpha, gamma)
     (2.5 * sigmoid_focal_loss(reference[valid], targets[valid], alpha=alpha, gamma=gamma, reduction="sum")).backward()
     torch.testing.assert_close(ours.grad, reference.grad, rtol=1e-5, atol=1e-6)
     assert ours.grad[0, 3].abs().max() == 0  # the ignored anchor gets no gradient
+
+
+@pytest.mark.parametrize("chunk_elements", [1, 12, 1 << 18])
+def test_dense_focal_loss_chunks_give_the_same_loss_and_gradient(monkeypatch, chunk_elements):
+    """The logits are processed in chunks of rows (one row per chunk at 1 element, several rows, one chunk):
+    loss and gradient match torchvision's whatever the chunking, under no_grad as well."""
+    monkeypatch.setitem(losses.FOCAL_CHUNK_ELEMENTS, "cpu", chunk_elements)
+    logits, valid, positive, labels = dense_inputs(batch=3, anchors=11, classes=5, seed=4)
+    targets = one_hot_targets(positive, labels, 5)
+    ours = logits.clone().requires_grad_()
+    got = dense_focal_loss_sum(ours, valid, positive, labels, 0.25, 2.0)
+    got.backward()
+    reference = logits.clone().requires_grad_()
+    expected = sigmoid_focal_loss(reference[valid], targets[valid], alpha=0.25, gamma=2.0, reduction="sum")
+    expected.backward()
+    assert got.item() == pytest.approx(expected.item(), rel=1e-6)
+    torch.testing.assert_close(ours.grad, reference.grad, rtol=1e-5, atol=1e-6)
+    with torch.no_grad():
+        assert dense_focal_loss_sum(ours, valid, positive, labels, 0.25, 2.0).item() == got.item()
 
 
 def test_dense_focal_loss_gradcheck_in_double():
