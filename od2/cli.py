@@ -120,11 +120,13 @@ def build_parser() -> argparse.ArgumentParser:
                     "images; trainable BN, then FrozenBN with stem+res2 frozen) against torchvision's "
                     "retinanet_resnet50_fpn built to the same settings; COCO evaluation time against pycocotools "
                     "on the same detections (their 12 numbers must agree); and the training data pipeline's "
-                    "images/s. Prints a table of medians and ratios and writes it into docs/benchmarks.md. "
+                    "images/s. Prints a table of the best rounds (medians beside them) and ratios and writes it into "
+                    "docs/benchmarks.md. "
                     "The full suite takes about 10 minutes on 2 CPU cores.")
     bench.add_argument("--only", nargs="+", choices=("inference", "train", "eval", "data"),
                        help="measure only these (default: all)")
-    bench.add_argument("--iters", type=int, default=5, help="timed rounds per measure; the median is kept (default 5)")
+    bench.add_argument("--iters", type=int, default=5,
+                       help="timed rounds per measure; the best and the median are reported (default 5)")
     bench.add_argument("--threads", type=int, help="intra-op threads (default: torch's, usually one per core)")
     bench.add_argument("--size", type=int, nargs=2, default=(576, 768), metavar=("H", "W"),
                        help="model input size (default 576 768: short side 576, a 4:3 image)")

@@ -8,7 +8,7 @@ import random
 
 from od2.evaluation.coco_evaluator import CocoEvaluator
 
-from .timing import interleaved_medians
+from .timing import Rounds, interleaved_rounds
 
 IMAGE_W, IMAGE_H = 640, 480
 
@@ -61,9 +61,10 @@ def pycocotools_stats(coco_gt, detections: list[dict]) -> list[float]:
     return [float(s) for s in coco_eval.stats]
 
 
-def evaluation_seconds(iters: int, num_images: int = 500) -> tuple[dict[str, float], float]:
-    """(``{"od2": s, "pycocotools": s}`` per evaluation of ``num_images`` images, largest difference between the
-    two tools' 12 numbers). Indexing the ground truth is done once beforehand for both, as in training.
+def evaluation_seconds(iters: int, num_images: int = 500) -> tuple[dict[str, Rounds], float]:
+    """(``{"od2": rounds, "pycocotools": rounds}`` of seconds per evaluation of ``num_images`` images, largest
+    difference between the two tools' 12 numbers). Indexing the ground truth is done once beforehand for both,
+    as in training.
 
     Raises RuntimeError when pycocotools is not installed (it comes with od2's ``test`` extra).
     """
@@ -85,6 +86,6 @@ def evaluation_seconds(iters: int, num_images: int = 500) -> tuple[dict[str, flo
     def run_pycocotools() -> None:
         results["pycocotools"] = pycocotools_stats(pycocotools_gt, detections)
 
-    seconds = interleaved_medians({"od2": run_od2, "pycocotools": run_pycocotools}, iters)
+    seconds = interleaved_rounds({"od2": run_od2, "pycocotools": run_pycocotools}, iters)
     difference = max(abs(a - b) for a, b in zip(results["od2"], results["pycocotools"]))
     return seconds, difference

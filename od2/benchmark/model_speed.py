@@ -8,7 +8,7 @@ import torch
 import torch.nn as nn
 
 from .retinanet_pair import random_batch, retinanet_pair
-from .timing import interleaved_medians
+from .timing import Rounds, interleaved_rounds
 
 TRAIN_BATCH = 2
 
@@ -27,8 +27,8 @@ def _sgd_step(model: nn.Module, losses: Callable[[], dict[str, torch.Tensor]]) -
 
 
 def inference_seconds_per_image(batch: int, iters: int, bn: str = "BN", height: int = 576,
-                                width: int = 768) -> dict[str, float]:
-    """``{"od2": s, "torchvision": s}``: seconds per image of one batched forward with postprocessing.
+                                width: int = 768) -> dict[str, Rounds]:
+    """``{"od2": rounds, "torchvision": rounds}``: seconds per image of one batched forward with postprocessing.
 
     od2 takes the uint8 batch; torchvision takes its list of float images in [0, 1] (converted beforehand) and
     runs its own transform (normalise, resize to short side 576 (here a no-op resize), batch) and postprocess.
@@ -38,13 +38,14 @@ def inference_seconds_per_image(batch: int, iters: int, bn: str = "BN", height: 
     sizes = torch.tensor([[height, width]] * batch)
     floats = [image.float() / 255 for image in images]
     with torch.inference_mode():
-        seconds = interleaved_medians({"od2": lambda: ours(images, sizes), "torchvision": lambda: theirs(floats)},
-                                      iters)
-    return {name: s / batch for name, s in seconds.items()}
+        rounds = interleaved_rounds({"od2": lambda: ours(images, sizes), "torchvision": lambda: theirs(floats)},
+                                    iters)
+    return {name: r.per(batch) for name, r in rounds.items()}
 
 
-def train_seconds_per_iteration(iters: int, bn: str, height: int = 576, width: int = 768) -> dict[str, float]:
-    """``{"od2": s, "torchvision": s}``: seconds of one training step on ``TRAIN_BATCH`` images with 8 boxes each."""
+def train_seconds_per_iteration(iters: int, bn: str, height: int = 576, width: int = 768) -> dict[str, Rounds]:
+    """``{"od2": rounds, "torchvision": rounds}``: seconds of one training step on ``TRAIN_BATCH`` images with 8
+    boxes each."""
     ours, theirs = (m.train() for m in retinanet_pair(bn, min(height, width)))
     images, boxes, labels = random_batch(TRAIN_BATCH, height=height, width=width)
     sizes = torch.tensor([[height, width]] * TRAIN_BATCH)
@@ -54,4 +55,4 @@ def train_seconds_per_iteration(iters: int, bn: str, height: int = 576, width: i
         "od2": _sgd_step(ours, lambda: ours(images, sizes, {"boxes": boxes, "labels": labels})),
         "torchvision": _sgd_step(theirs, lambda: theirs(floats, targets)),
     }
-    return interleaved_medians(steps, iters)
+    return interleaved_rounds(steps, iters)

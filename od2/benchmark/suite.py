@@ -17,6 +17,7 @@ import torchvision
 from .coco_eval_speed import evaluation_seconds
 from .data_speed import default_pipeline, loader_images_per_second
 from .model_speed import TRAIN_BATCH, inference_seconds_per_image, train_seconds_per_iteration
+from .timing import Rounds
 
 MEASURES = ("inference", "train", "eval", "data")
 BEGIN, END = "<!-- od2 bench: begin -->", "<!-- od2 bench: end -->"
@@ -25,8 +26,9 @@ WIDTH = 115  # docs/ line width
 
 @dataclass(frozen=True)
 class Row:
-    """One measure: od2's median against the reference tool's; ``goal`` is the largest od2 ÷ reference ratio
-    aimed at (None where there is no reference)."""
+    """One measure: od2's time (or rate) against the reference tool's, each the best round with the median beside
+    it (see :class:`~od2.benchmark.timing.Rounds`); ``goal`` is the largest od2 ÷ reference ratio aimed at (None
+    where there is no reference)."""
 
     measure: str
     unit: str
@@ -35,6 +37,14 @@ class Row:
     reference_name: str = ""
     goal: float | None = None
     note: str = ""
+    od2_median: float | None = None
+    reference_median: float | None = None
+
+    @classmethod
+    def timed(cls, measure: str, unit: str, od2: Rounds, reference: Rounds, reference_name: str, goal: float,
+              note: str = "") -> Row:
+        """A row from the rounds of both contenders."""
+        return cls(measure, unit, od2.best, reference.best, reference_name, goal, note, od2.median, reference.median)
 
     @property
     def ratio(self) -> float | None:
@@ -45,36 +55,42 @@ class Row:
         ratio, goal = self.ratio, self.goal
         return [
             self.measure + (f" ({self.note})" if self.note else ""),
-            f"{self.od2:.4g} {self.unit}",
-            "" if self.reference is None else f"{self.reference:.4g} {self.unit} ({self.reference_name})",
+            _value(self.od2, self.unit, self.od2_median),
+            "" if self.reference is None else _value(self.reference, self.unit, self.reference_median)
+            + f" ({self.reference_name})",
             "" if ratio is None else f"{ratio:.2f}",
             "" if goal is None else f"<= {goal:g}",
             "" if goal is None or ratio is None else ("yes" if ratio <= goal else "no"),
         ]
 
 
+def _value(value: float, unit: str, median: float | None) -> str:
+    return f"{value:.4g} {unit}" + ("" if median is None else f" (median {median:.4g})")
+
+
 def run_suite(measures: tuple[str, ...] = MEASURES, iters: int = 5, height: int = 576, width: int = 768,
               eval_images: int = 500, data_images: int = 96, log=print) -> list[Row]:
-    """Measure ``measures`` and return the rows; ``log`` gets a line before each measure (they take minutes)."""
+    """Measure ``measures`` (``iters`` timed rounds each) and return the rows; ``log`` gets a line before each
+    measure (they take minutes)."""
     rows: list[Row] = []
     size = f"{height}x{width}"
     if "inference" in measures:
         for batch in (1, 8):
-            log(f"inference, batch {batch}, {size}: od2 and torchvision in turns, median of {iters}")
+            log(f"inference, batch {batch}, {size}: od2 and torchvision in turns, {iters} rounds")
             s = inference_seconds_per_image(batch, iters, height=height, width=width)
-            rows.append(Row(f"inference, batch {batch}, {size}", "s/img", s["od2"], s["torchvision"],
-                            "torchvision", 0.8))
+            rows.append(Row.timed(f"inference, batch {batch}, {size}", "s/img", s["od2"], s["torchvision"],
+                                  "torchvision", 0.8))
     if "train" in measures:
         for bn, what in (("BN", "trainable BN"), ("FrozenBN", "FrozenBN, stem+res2 frozen")):
-            log(f"training step, {TRAIN_BATCH} images of {size}, {what}: in turns, median of {iters}")
+            log(f"training step, {TRAIN_BATCH} images of {size}, {what}: in turns, {iters} rounds")
             s = train_seconds_per_iteration(iters, bn, height=height, width=width)
-            rows.append(Row(f"train step, {TRAIN_BATCH} images of {size}, {what}", "s/it", s["od2"],
-                            s["torchvision"], "torchvision", 0.9))
+            rows.append(Row.timed(f"train step, {TRAIN_BATCH} images of {size}, {what}", "s/it", s["od2"],
+                                  s["torchvision"], "torchvision", 0.9))
     if "eval" in measures:
         log(f"COCO evaluation of {eval_images} images x 100 detections: od2 and pycocotools in turns")
         s, difference = evaluation_seconds(iters, eval_images)
-        rows.append(Row(f"COCO eval, {eval_images} images x 100 dets", "s", s["od2"], s["pycocotools"],
-                        "pycocotools", 0.2, note=f"the 12 numbers differ by at most {difference:.1e}"))
+        rows.append(Row.timed(f"COCO eval, {eval_images} images x 100 dets", "s", s["od2"], s["pycocotools"],
+                              "pycocotools", 0.2, note=f"the 12 numbers differ by at most {difference:.1e}"))
     if "data" in measures:
         description, config, overrides = default_pipeline()
         log(f"training data pipeline ({description}), one process, one thread")
@@ -108,10 +124,13 @@ def markdown_table(rows: list[Row]) -> str:
 
 def markdown_section(rows: list[Row], iters: int, command: str = "od2 bench") -> str:
     """The docs/benchmarks.md section: machine, date, the ``command`` that measured, table, how to read it."""
-    intro = (f"{machine_description()}; {datetime.date.today().isoformat()}. `{command}`; medians of {iters} rounds "
-             "in which od2 and the reference run in turns after one warm-up round.")
+    intro = (f"{machine_description()}; {datetime.date.today().isoformat()}. `{command}`: {iters} rounds in which "
+             "od2 and the reference run in turns after one warm-up round; each cell is the best round, with the "
+             "median in brackets.")
     notes = [
-        "Ratios are od2's time over the reference's: below 1, od2 is faster.",
+        "Ratios are od2's best round over the reference's: below 1, od2 is faster. On a shared machine interference "
+        "only ever adds time, so the best round is the most repeatable estimate of the code's own cost (the "
+        "convention of Python's timeit); a median far above the best shows a run disturbed by other load.",
         "RetinaNet-R50-FPN both sides (od2: configs/Base-RetinaNet.yaml), 80 classes, 9 anchors per cell of the "
         "same sizes, random weights with the same classification bias around logit(0.05), so that postprocessing "
         "handles full candidate lists (od2/benchmark/retinanet_pair.py). od2 takes P6 from C5 as the original "

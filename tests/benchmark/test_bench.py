@@ -8,6 +8,7 @@ import torch
 from od2.benchmark.coco_eval_speed import evaluation_seconds, synthetic_coco
 from od2.benchmark.retinanet_pair import random_batch, retinanet_pair
 from od2.benchmark.suite import BEGIN, END, Row, markdown_section, markdown_table, write_section
+from od2.benchmark.timing import Rounds, interleaved_rounds
 from od2.cli import main
 
 
@@ -60,7 +61,27 @@ def test_synthetic_coco_and_the_evaluators_agree():
     assert set(per_image.values()) == {100} and len(per_image) == 30
     seconds, difference = evaluation_seconds(iters=1, num_images=30)
     assert difference < 1e-12
-    assert set(seconds) == {"od2", "pycocotools"} and all(s > 0 for s in seconds.values())
+    assert set(seconds) == {"od2", "pycocotools"} and all(r.best > 0 for r in seconds.values())
+
+
+def test_rounds_best_median_and_per_image():
+    rounds = Rounds((3.0, 1.0, 2.0, 10.0))
+    assert rounds.best == 1.0 and rounds.median == 2.5
+    assert rounds.per(2).seconds == (1.5, 0.5, 1.0, 5.0)
+
+
+def test_interleaved_rounds_take_turns_after_warmup():
+    calls = []
+    rounds = interleaved_rounds({"a": lambda: calls.append("a"), "b": lambda: calls.append("b")}, iters=2, warmup=1)
+    assert calls == ["a", "b"] * 3
+    assert set(rounds) == {"a", "b"} and all(len(r.seconds) == 2 for r in rounds.values())
+
+
+def test_timed_row_compares_best_rounds_and_shows_medians():
+    row = Row.timed("train step", "s/it", Rounds((7.0, 9.0, 8.0)), Rounds((8.0, 10.0, 12.0)), "torchvision", 0.9)
+    assert row.ratio == pytest.approx(7.0 / 8.0)
+    assert row.cells() == ["train step", "7 s/it (median 8)", "8 s/it (median 10) (torchvision)", "0.88", "<= 0.9",
+                           "yes"]
 
 
 def test_rows_table_and_section_written_between_markers(tmp_path):
