@@ -61,7 +61,9 @@ def test_winograd_is_used_only_where_it_pays():
             return conv3x3(self.conv, t)
 
     with torch.no_grad():
-        graph = str(torch.jit.trace(Wrapper(), x).inlined_graph)  # export and tracing see the direct convolution
+        # export and tracing see the direct convolution (the trace check would rerun the module untraced, by
+        # Winograd, and warn about the 1e-5 difference)
+        graph = str(torch.jit.trace(Wrapper(), x, check_trace=False).inlined_graph)
     assert "aten::_convolution" in graph and "aten::bmm" not in graph
 
 
