@@ -58,7 +58,7 @@ class Row:
             _value(self.od2, self.unit, self.od2_median),
             "" if self.reference is None else _value(self.reference, self.unit, self.reference_median)
             + f" ({self.reference_name})",
-            "" if ratio is None else f"{ratio:.2f}",
+            "" if ratio is None else f"{ratio:.3f}",
             "" if goal is None else f"<= {goal:g}",
             "" if goal is None or ratio is None else ("yes" if ratio <= goal else "no"),
         ]

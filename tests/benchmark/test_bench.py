@@ -80,14 +80,14 @@ def test_interleaved_rounds_take_turns_after_warmup():
 def test_timed_row_compares_best_rounds_and_shows_medians():
     row = Row.timed("train step", "s/it", Rounds((7.0, 9.0, 8.0)), Rounds((8.0, 10.0, 12.0)), "torchvision", 0.9)
     assert row.ratio == pytest.approx(7.0 / 8.0)
-    assert row.cells() == ["train step", "7 s/it (median 8)", "8 s/it (median 10) (torchvision)", "0.88", "<= 0.9",
+    assert row.cells() == ["train step", "7 s/it (median 8)", "8 s/it (median 10) (torchvision)", "0.875", "<= 0.9",
                            "yes"]
 
 
 def test_rows_table_and_section_written_between_markers(tmp_path):
     rows = [Row("inference", "s/img", 0.5, 1.0, "torchvision", 0.8), Row("data", "img/s", 300.0)]
     table = markdown_table(rows)
-    assert "| inference | 0.5 s/img | 1 s/img (torchvision) | 0.50 | <= 0.8 | yes |" in table
+    assert "| inference | 0.5 s/img | 1 s/img (torchvision) | 0.500 | <= 0.8 | yes |" in table
     assert "| data | 300 img/s |  |  |  |  |" in table
     doc = tmp_path / "benchmarks.md"
     doc.write_text("# Benchmarks\n\nintro\n\n## Other section\n\nkept\n")
