@@ -34,7 +34,8 @@ class _DenseFocalLossSum(torch.autograd.Function):
 
     The output is a scalar, so its gradient is the upstream scalar times d(loss)/d(logits). The forward computes
     that derivative in the same pass as the loss, chunk by chunk (sigmoid and softplus once per element), and
-    keeps it in place of the logits: the backward is one multiplication.
+    keeps it in place of the logits: the backward is one multiplication. The derivative is kept in fp32 for fp16
+    logits too: unscaled, its small entries would underflow in fp16 before a GradScaler's factor reached them.
     """
 
     @staticmethod
@@ -44,7 +45,7 @@ class _DenseFocalLossSum(torch.autograd.Function):
         num_classes = logits.shape[-1]
         rows = logits.reshape(-1, num_classes)  # [B * A, K]
         row_weights = valid.reshape(-1, 1).to(compute_dtype) * neg_weight  # [B * A, 1]
-        grad = torch.empty(rows.shape, dtype=logits.dtype, device=logits.device) if with_grad else None
+        grad = torch.empty(rows.shape, dtype=compute_dtype, device=logits.device) if with_grad else None
         total = torch.zeros((), dtype=compute_dtype, device=logits.device)
         step = _focal_chunk_rows(logits.device, num_classes)
         for start in range(0, rows.shape[0], step):
@@ -56,11 +57,8 @@ class _DenseFocalLossSum(torch.autograd.Function):
             total += (p_gamma * softplus).sum(-1, keepdim=True).mul_(weights).sum()
             if with_grad:
                 # d/dx p^g softplus(x) = p^g (g (1 - p) softplus(x) + p), written straight into the gradient
-                # when it has the compute dtype
-                chunk_grad = grad[start:start + step] if grad.dtype == compute_dtype else torch.empty_like(x)
+                chunk_grad = grad[start:start + step]
                 torch.sub(1, p, out=chunk_grad).mul_(softplus).mul_(gamma).add_(p).mul_(p_gamma).mul_(weights)
-                if chunk_grad.dtype != grad.dtype:
-                    grad[start:start + step].copy_(chunk_grad)
         x_pos = logits.reshape(-1)[positive_index].to(compute_dtype)
         p_pos, q_pos = torch.sigmoid(x_pos), torch.sigmoid(-x_pos)
         softplus_pos, softplus_neg = F.softplus(-x_pos), F.softplus(x_pos)
@@ -70,14 +68,15 @@ class _DenseFocalLossSum(torch.autograd.Function):
             # d/dx (1 - p)^g softplus(-x) = -(1 - p)^g (g p softplus(-x) + 1 - p)
             d_pos = -q_pos.pow(gamma) * (gamma * p_pos * softplus_pos + q_pos)
             d_neg = p_pos.pow(gamma) * (gamma * q_pos * softplus_neg + p_pos)
-            grad.view(-1).index_add_(0, positive_index, (pos_weight * d_pos - neg_weight * d_neg).to(grad.dtype))
+            grad.view(-1).index_add_(0, positive_index, pos_weight * d_pos - neg_weight * d_neg)
             ctx.save_for_backward(grad.view(logits.shape))
+            ctx.logits_dtype = logits.dtype
         return total
 
     @staticmethod
     def backward(ctx, grad_total):
         (grad,) = ctx.saved_tensors
-        return grad * grad_total.to(grad.dtype), None, None, None, None, None
+        return (grad * grad_total).to(ctx.logits_dtype), None, None, None, None, None
 
 
 def dense_focal_loss_sum(logits: torch.Tensor, valid: torch.Tensor, positive: torch.Tensor, labels: torch.Tensor,

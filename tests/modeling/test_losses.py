@@ -100,6 +100,22 @@ def test_dense_focal_loss_half_logits_computed_in_fp32_with_half_gradient():
     assert half.grad.dtype == torch.float16
 
 
+def test_dense_focal_loss_half_gradient_keeps_small_entries_under_a_loss_scale():
+    """With fp16 logits and a GradScaler-like upstream factor, entries of the derivative below fp16's range
+    (about 1e-8 here) reach the gradient scaled, as torchvision's loss on fp32 logits gives them."""
+    logits, valid, positive, labels = dense_inputs(seed=5)
+    logits = torch.full_like(logits, -6.4).half().float()  # p = 1.7e-3: negatives' derivative about 1e-8
+    scale = 2.0 ** 16
+    half = logits.half().requires_grad_()
+    (scale * dense_focal_loss_sum(half, valid, positive, labels, 0.25, 2.0)).backward()
+    reference = logits.clone().requires_grad_()
+    targets = one_hot_targets(positive, labels, 5)
+    (scale * sigmoid_focal_loss(reference[valid], targets[valid], alpha=0.25, gamma=2.0, reduction="sum")).backward()
+    negatives = valid[..., None] & (targets == 0)
+    assert reference.grad[negatives].abs().max() < 6e-8 * scale  # below fp16's smallest value before scaling
+    torch.testing.assert_close(half.grad.float()[negatives], reference.grad[negatives], rtol=2e-3, atol=0)
+
+
 def test_dense_focal_loss_without_anchors_is_zero():
     empty = torch.zeros(2, 0, 3, requires_grad=True)
     none = torch.zeros(2, 0, dtype=torch.bool)
