@@ -11,9 +11,10 @@ layout, a memory pass each) and remembers the faster; later passes use it. The f
 gradient stay NHWC. Both ways compute the same sums, in a different order (differences of fp32 rounding).
 
 Applies to CPU fp32 training (autograd on, no autocast, not tracing, scripting or compiling) of regular
-(``groups == 1``) convolutions with kernels larger than 1x1 on channels_last inputs; everything else calls
-``F.conv2d`` unchanged. ``torch.use_deterministic_algorithms(True)``, or :func:`set_weight_grad_tuning` (False),
-keeps every weight gradient NHWC, so that runs repeat bit for bit.
+(``groups == 1``) convolutions with kernels larger than 1x1 on channels_last inputs, of at least
+``MIN_TUNED_MACS`` multiply-adds; everything else calls ``F.conv2d`` unchanged.
+``torch.use_deterministic_algorithms(True)``, or :func:`set_weight_grad_tuning` (False), keeps every weight
+gradient NHWC, so that runs repeat bit for bit.
 """
 
 from __future__ import annotations
@@ -27,6 +28,9 @@ import torch.nn.functional as F
 from torch.autograd.function import once_differentiable
 
 TUNING_ROUNDS = 3  # timings per layout; each layout's best counts, so one disturbed round does not decide
+# Below about 1e9 multiply-adds (a 256-channel 3x3 conv on two 24x32 maps is 0.9e9) the weight gradient takes a
+# few ms either way, the layouts differ by less than the timing noise and tuning would cost more than it saves.
+MIN_TUNED_MACS = 1e9
 LAYOUTS = (torch.channels_last, torch.contiguous_format)
 
 _enabled = True
@@ -51,7 +55,12 @@ def clear_tuned_layouts() -> None:
     _tuned_layouts.clear()
 
 
-def _tunable(x: torch.Tensor, weight: torch.Tensor, groups: int) -> bool:
+def _multiply_adds(x: torch.Tensor, weight: torch.Tensor, stride: tuple[int, int]) -> float:
+    """About the multiply-adds of the convolution (and of its weight gradient): output positions x weight size."""
+    return x.shape[0] * (x.shape[2] / stride[0]) * (x.shape[3] / stride[1]) * weight.numel()
+
+
+def _tunable(x: torch.Tensor, weight: torch.Tensor, stride: tuple[int, int], groups: int) -> bool:
     """Whether the weight gradient of this convolution may run in a tuned layout (see the module docstring)."""
     return (
         _enabled
@@ -63,6 +72,7 @@ def _tunable(x: torch.Tensor, weight: torch.Tensor, groups: int) -> bool:
         and x.dtype == torch.float32
         and weight.dtype == torch.float32
         and weight.shape[2] * weight.shape[3] > 1
+        and _multiply_adds(x, weight, stride) >= MIN_TUNED_MACS
         and x.is_contiguous(memory_format=torch.channels_last)
         and not torch.is_autocast_enabled("cpu")
         and not torch.are_deterministic_algorithms_enabled()
@@ -135,7 +145,7 @@ def conv2d(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = No
     """``F.conv2d`` (zero padding given as numbers), with the weight gradient in the tuned layout where that
     applies (see the module docstring). x: [B, C_in, H, W], weight: [C_out, C_in / groups, kh, kw] ->
     [B, C_out, H', W']."""
-    if isinstance(padding, str) or not _tunable(x, weight, groups):
+    if isinstance(padding, str) or not _tunable(x, weight, _pair(stride), groups):
         return F.conv2d(x, weight, bias, stride, padding, dilation, groups)
     return _TunedWeightGradConv2d.apply(x, weight, bias, _pair(stride), _pair(padding), _pair(dilation))
 

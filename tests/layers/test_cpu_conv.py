@@ -14,8 +14,9 @@ from od2.layers.cpu_conv import Conv2d, conv2d
 
 
 @pytest.fixture(autouse=True)
-def fresh_choices():
-    """Each test starts with no layout chosen and tuning on, and leaves it so."""
+def fresh_choices(monkeypatch):
+    """Each test starts with no layout chosen and tuning on, and leaves it so; its small convs are tuned too."""
+    monkeypatch.setattr(cpu_conv, "MIN_TUNED_MACS", 0)
     cpu_conv.clear_tuned_layouts()
     previous = cpu_conv.set_weight_grad_tuning(True)
     yield
@@ -120,11 +121,15 @@ def not_tuned_cases():
         "autocast": lambda: torch.autocast("cpu", dtype=torch.bfloat16)(conv2d)(x, weight.requires_grad_(True),
                                                                                 bias, 1, 1),
         "string padding": lambda: conv2d(x, weight.requires_grad_(True), bias, 1, "same"),
+        "too small to pay": lambda: conv2d(x, weight.requires_grad_(True), bias, 1, 1),
     }
 
 
 @pytest.mark.parametrize("case", list(not_tuned_cases()))
-def test_cases_it_does_not_apply_to_run_f_conv2d(case):
+def test_cases_it_does_not_apply_to_run_f_conv2d(monkeypatch, case):
+    if case == "too small to pay":
+        x, weight, _, _ = random_conv_inputs()
+        monkeypatch.setattr(cpu_conv, "MIN_TUNED_MACS", cpu_conv._multiply_adds(x, weight, (1, 1)) + 1)
     out = not_tuned_cases()[case]()
     assert out.grad_fn is None or "Tuned" not in type(out.grad_fn).__name__
 
