@@ -5,9 +5,10 @@ faster than its NCHW ones, and 1x1 convolutions are 2-4x faster. Its NHWC *weigh
 some shapes: on the 2-core AMD EPYC here, at batch 2, a ResNet-50's 3x3 stride-2 convs take 80 ms against 29
 (res3), 89 against 42 (res4), and the RetinaNet head's 256-channel 3x3 conv at P3 (72x96) 134 against 102, while
 the same conv at batch 1 is equally fast both ways and a 64-channel 3x3 conv is faster in NHWC. No fixed rule
-fits, so, like ``torch.backends.cudnn.benchmark``, the first backward pass of each convolution shape times the
-weight gradient both ways (the NCHW way including the copies of the input and of the output gradient into that
-layout, a memory pass each) and remembers the faster; later passes use it. The forward pass and the input
+fits, so, like ``torch.backends.cudnn.benchmark``, each convolution shape's weight gradient is timed both ways and
+the faster is kept: its first ``2 * TRIALS_PER_LAYOUT`` backward passes alternate between the layouts, each timed
+where it runs in training (the NCHW way including the copies of the input and of the output gradient into that
+layout, a memory pass each), so the choice costs no extra computation. The forward pass and the input
 gradient stay NHWC. Both ways compute the same sums, in a different order (differences of fp32 rounding).
 
 Applies to CPU fp32 training (autograd on, no autocast, not tracing, scripting or compiling) of regular
@@ -27,15 +28,17 @@ import torch.nn as nn
 import torch.nn.functional as F
 from torch.autograd.function import once_differentiable
 
-TUNING_ROUNDS = 3  # timings per layout; each layout's best counts, so one disturbed round does not decide
+TRIALS_PER_LAYOUT = 2  # in-place timings per layout before choosing; the best of each counts
 # Below about 1e9 multiply-adds (a 256-channel 3x3 conv on two 24x32 maps is 0.9e9) the weight gradient takes a
-# few ms either way, the layouts differ by less than the timing noise and tuning would cost more than it saves.
+# few ms either way and the layouts differ by less than the timing noise.
 MIN_TUNED_MACS = 1e9
 LAYOUTS = (torch.channels_last, torch.contiguous_format)
 
 _enabled = True
-# (input shape, weight shape, stride, padding, dilation, with bias gradient, threads) -> the faster layout
-_tuned_layouts: dict[tuple, torch.memory_format] = {}
+# A convolution shape: (input shape, weight shape, stride, padding, dilation, with bias gradient, threads).
+_tuned_layouts: dict[tuple, torch.memory_format] = {}  # shape -> the faster layout, once chosen
+_trials: dict[tuple, dict[torch.memory_format, list[float]]] = {}  # shape -> seconds per layout, while trying
+_clock = time.perf_counter
 
 
 def set_weight_grad_tuning(enabled: bool) -> bool:
@@ -51,8 +54,9 @@ def tuned_layouts() -> dict[tuple, torch.memory_format]:
 
 
 def clear_tuned_layouts() -> None:
-    """Forget every choice: the next backward pass of each shape times both layouts again."""
+    """Forget every choice and trial: each shape is tried in both layouts again."""
     _tuned_layouts.clear()
+    _trials.clear()
 
 
 def _multiply_adds(x: torch.Tensor, weight: torch.Tensor, stride: tuple[int, int]) -> float:
@@ -82,15 +86,22 @@ def _tunable(x: torch.Tensor, weight: torch.Tensor, stride: tuple[int, int], gro
     )
 
 
-def _faster_layout(run: Callable[[torch.memory_format], object]) -> torch.memory_format:
-    """The layout in which ``run(layout)`` took the least time over ``TUNING_ROUNDS`` alternating rounds."""
-    best = {layout: float("inf") for layout in LAYOUTS}
-    for _ in range(TUNING_ROUNDS):
-        for layout in LAYOUTS:
-            start = time.perf_counter()
-            run(layout)
-            best[layout] = min(best[layout], time.perf_counter() - start)
-    return min(LAYOUTS, key=best.__getitem__)
+def _weight_grad_in_tuned_layout(key: tuple, run: Callable[[torch.memory_format], tuple]) -> tuple:
+    """``run(layout)`` in the layout chosen for ``key``. Until one is chosen, the layouts take turns and each call
+    is timed where it runs (cold caches and all, as in training); after ``TRIALS_PER_LAYOUT`` calls in each, the
+    one with the fastest call is kept."""
+    layout = _tuned_layouts.get(key)
+    if layout is not None:
+        return run(layout)
+    trials = _trials.setdefault(key, {candidate: [] for candidate in LAYOUTS})
+    layout = min(LAYOUTS, key=lambda candidate: len(trials[candidate]))
+    start = _clock()
+    result = run(layout)
+    trials[layout].append(_clock() - start)
+    if all(len(seconds) >= TRIALS_PER_LAYOUT for seconds in trials.values()):
+        _tuned_layouts[key] = min(LAYOUTS, key=lambda candidate: min(trials[candidate]))
+        del _trials[key]
+    return result
 
 
 class _TunedWeightGradConv2d(torch.autograd.Function):
@@ -123,11 +134,8 @@ class _TunedWeightGradConv2d(torch.autograd.Function):
             mask = (False, need_weight, need_bias)
             key = (tuple(x.shape), tuple(weight.shape), stride, padding, dilation, need_bias,
                    torch.get_num_threads())
-            layout = _tuned_layouts.get(key)
-            if layout is None:
-                layout = _faster_layout(lambda candidate: backward_pass(candidate, grad_out, x, mask))
-                _tuned_layouts[key] = layout
-            _, grad_weight, grad_bias = backward_pass(layout, grad_out, x, mask)
+            _, grad_weight, grad_bias = _weight_grad_in_tuned_layout(
+                key, lambda layout: backward_pass(layout, grad_out, x, mask))
             if grad_weight is not None:
                 grad_weight = grad_weight.contiguous(memory_format=torch.channels_last
                                                      if weight.is_contiguous(memory_format=torch.channels_last)

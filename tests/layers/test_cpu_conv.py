@@ -24,17 +24,10 @@ def fresh_choices(monkeypatch):
     cpu_conv.clear_tuned_layouts()
 
 
-def force_layout(monkeypatch, layout: torch.memory_format) -> list[int]:
-    """Make the tuner pick ``layout``; the returned list counts the tunings."""
-    tunings: list[int] = []
-
-    def pick(run):
-        run(layout)  # the candidate must run in that layout without error
-        tunings.append(1)
-        return layout
-
-    monkeypatch.setattr(cpu_conv, "_faster_layout", pick)
-    return tunings
+def force_layout(monkeypatch, layout: torch.memory_format) -> None:
+    """Make ``layout`` the only candidate, chosen at a shape's first backward pass."""
+    monkeypatch.setattr(cpu_conv, "LAYOUTS", (layout,))
+    monkeypatch.setattr(cpu_conv, "TRIALS_PER_LAYOUT", 1)
 
 
 def random_conv_inputs(cin=5, cout=7, kernel=3, height=11, width=9, batch=2, seed=0):
@@ -60,7 +53,7 @@ def gradients(fn, x, weight, bias, seed):
                                                              ((2, 1), (1, 0), 1, 3)])
 def test_values_and_gradients_match_f_conv2d_in_either_layout(monkeypatch, layout, stride, padding, dilation,
                                                                 kernel):
-    tunings = force_layout(monkeypatch, layout)
+    force_layout(monkeypatch, layout)
     x, weight, bias, seed = random_conv_inputs(kernel=kernel)
 
     def ours(x, w, b):
@@ -71,7 +64,7 @@ def test_values_and_gradients_match_f_conv2d_in_either_layout(monkeypatch, layou
 
     got = gradients(ours, x, weight, bias, torch.Generator().manual_seed(1))
     expected = gradients(reference, x, weight, bias, torch.Generator().manual_seed(1))
-    assert tunings == [1]
+    assert list(cpu_conv.tuned_layouts().values()) == [layout]
     for a, b in zip(got, expected):
         torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-5)
     assert got[2].is_contiguous(memory_format=torch.channels_last)  # the weight gradient keeps the weight's layout
@@ -89,22 +82,35 @@ def test_the_autograd_function_is_used_and_grad_x_is_skipped_for_an_input_withou
     torch.testing.assert_close(weight.grad, reference.grad, rtol=1e-5, atol=1e-5)
 
 
-def test_each_shape_is_tuned_once_and_its_choice_kept(monkeypatch):
-    tunings = force_layout(monkeypatch, torch.contiguous_format)
+def test_layouts_take_turns_until_the_faster_is_kept_per_shape(monkeypatch):
+    """With a clock on which an NCHW weight gradient takes 1 s and an NHWC one 3 s, each shape alternates between
+    them for its first 2 x TRIALS_PER_LAYOUT backward passes, then keeps NCHW."""
+    calls = []
+    seconds = {torch.channels_last: 3.0, torch.contiguous_format: 1.0}
+    now = [0.0]
+    tuned_pass = cpu_conv._weight_grad_in_tuned_layout
+
+    def spy(key, run):
+        def timed_run(layout):
+            calls.append((key[0][2], layout))
+            now[0] += seconds[layout]
+            return run(layout)
+        return tuned_pass(key, timed_run)
+
+    monkeypatch.setattr(cpu_conv, "_weight_grad_in_tuned_layout", spy)
+    monkeypatch.setattr(cpu_conv, "_clock", lambda: now[0])
     conv = Conv2d(5, 7, 3, padding=1).to(memory_format=torch.channels_last)
-    for height in (11, 11, 13, 11):
+    trials = 2 * cpu_conv.TRIALS_PER_LAYOUT
+    for height in [11] * (trials + 2) + [13]:
         x = torch.randn(2, 5, height, 9).contiguous(memory_format=torch.channels_last)
         conv(x).sum().backward()
-    assert len(tunings) == 2  # two input sizes
+    cl, nchw = torch.channels_last, torch.contiguous_format
+    assert [layout for height, layout in calls if height == 11] == [cl, nchw] * (trials // 2) + [nchw, nchw]
+    assert [layout for height, layout in calls if height == 13] == [cl]  # another shape starts its own trials
     chosen = cpu_conv.tuned_layouts()
-    assert len(chosen) == 2 and set(chosen.values()) == {torch.contiguous_format}
-
-
-def test_the_real_tuner_times_both_layouts_and_returns_one():
-    calls = []
-    layout = cpu_conv._faster_layout(lambda candidate: calls.append(candidate))
-    assert layout in cpu_conv.LAYOUTS
-    assert calls == list(cpu_conv.LAYOUTS) * cpu_conv.TUNING_ROUNDS
+    assert len(chosen) == 1 and list(chosen.values()) == [nchw]
+    cpu_conv.clear_tuned_layouts()
+    assert cpu_conv.tuned_layouts() == {} and cpu_conv._trials == {}
 
 
 def not_tuned_cases():
@@ -183,14 +189,14 @@ def test_a_retinanet_training_step_has_the_same_gradients_with_the_tuned_layout(
     images, boxes, labels = random_batch(2, height=128, width=160, boxes_per_image=3)
     labels = [label % 3 for label in labels]
     sizes = torch.tensor([[128, 160]] * 2)
-    tunings = force_layout(monkeypatch, torch.contiguous_format)
+    force_layout(monkeypatch, torch.contiguous_format)
     grads = []
     for enabled in (False, True):
         cpu_conv.set_weight_grad_tuning(enabled)
         model.zero_grad()
         sum(model(images, sizes, {"boxes": boxes, "labels": labels}).values()).backward()
         grads.append({name: p.grad.clone() for name, p in model.named_parameters() if p.grad is not None})
-    assert len(tunings) > 10  # backbone, FPN and head convs went through the tuned path
+    assert len(cpu_conv.tuned_layouts()) > 10  # backbone, FPN and head convs went through the tuned path
     assert grads[0].keys() == grads[1].keys()
     for name in grads[0]:
         torch.testing.assert_close(grads[1][name], grads[0][name], rtol=1e-4, atol=1e-6, msg=name)
