@@ -27,6 +27,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 from torch.autograd.function import once_differentiable
+from torch.nn.modules.utils import _pair
 
 TRIALS_PER_LAYOUT = 2  # in-place timings per layout before choosing; the best of each counts
 # Below about 1e9 multiply-adds (a 256-channel 3x3 conv on two 24x32 maps is 0.9e9) the weight gradient takes a
@@ -141,10 +142,6 @@ class _TunedWeightGradConv2d(torch.autograd.Function):
                                                      if weight.is_contiguous(memory_format=torch.channels_last)
                                                      else torch.contiguous_format)
         return grad_input, grad_weight, grad_bias, None, None, None
-
-
-def _pair(value: int | Sequence[int]) -> tuple[int, int]:
-    return (value, value) if isinstance(value, int) else (int(value[0]), int(value[1]))
 
 
 def conv2d(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = None,
