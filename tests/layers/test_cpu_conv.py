@@ -35,13 +35,12 @@ def random_conv_inputs(cin=5, cout=7, kernel=3, height=11, width=9, batch=2, see
     x = torch.randn(batch, cin, height, width, generator=g).contiguous(memory_format=torch.channels_last)
     weight = torch.randn(cout, cin, kernel, kernel, generator=g).contiguous(memory_format=torch.channels_last)
     bias = torch.randn(cout, generator=g)
-    grad_out_seed = torch.Generator().manual_seed(seed + 1)
-    return x, weight, bias, grad_out_seed
+    return x, weight, bias
 
 
 def gradients(fn, x, weight, bias, seed):
     """(output, grad x, grad weight, grad bias) of ``(fn(x, weight, bias) * r).sum()`` for a fixed random r."""
-    leaves = [t.detach().clone().requires_grad_(t is not None) for t in (x, weight, bias)]
+    leaves = [t.detach().clone().requires_grad_(True) for t in (x, weight, bias)]
     out = fn(*leaves)
     r = torch.randn(out.shape, generator=seed)
     (out * r).sum().backward()
@@ -54,7 +53,7 @@ def gradients(fn, x, weight, bias, seed):
 def test_values_and_gradients_match_f_conv2d_in_either_layout(monkeypatch, layout, stride, padding, dilation,
                                                                 kernel):
     force_layout(monkeypatch, layout)
-    x, weight, bias, seed = random_conv_inputs(kernel=kernel)
+    x, weight, bias = random_conv_inputs(kernel=kernel)
 
     def ours(x, w, b):
         return conv2d(x, w, b, stride, padding, dilation)
@@ -70,9 +69,9 @@ def test_values_and_gradients_match_f_conv2d_in_either_layout(monkeypatch, layou
     assert got[2].is_contiguous(memory_format=torch.channels_last)  # the weight gradient keeps the weight's layout
 
 
-def test_the_autograd_function_is_used_and_grad_x_is_skipped_for_an_input_without_grad(monkeypatch):
+def test_the_autograd_function_gives_the_weight_gradient_alone_for_an_input_without_grad(monkeypatch):
     force_layout(monkeypatch, torch.contiguous_format)
-    x, weight, bias, _ = random_conv_inputs()
+    x, weight, _ = random_conv_inputs()
     weight.requires_grad_(True)
     out = conv2d(x, weight, None, 1, 1)
     assert type(out.grad_fn).__name__ == "_TunedWeightGradConv2dBackward"
@@ -114,7 +113,7 @@ def test_layouts_take_turns_until_the_faster_is_kept_per_shape(monkeypatch):
 
 
 def not_tuned_cases():
-    x, weight, bias, _ = random_conv_inputs()
+    x, weight, bias = random_conv_inputs()
     w1 = torch.randn(7, 5, 1, 1).contiguous(memory_format=torch.channels_last)
     return {
         "NCHW input": lambda: conv2d(x.contiguous(), weight.requires_grad_(True), bias, 1, 1),
@@ -134,14 +133,14 @@ def not_tuned_cases():
 @pytest.mark.parametrize("case", list(not_tuned_cases()))
 def test_cases_it_does_not_apply_to_run_f_conv2d(monkeypatch, case):
     if case == "too small to pay":
-        x, weight, _, _ = random_conv_inputs()
+        x, weight, _ = random_conv_inputs()
         monkeypatch.setattr(cpu_conv, "MIN_TUNED_MACS", cpu_conv._multiply_adds(x, weight, (1, 1)) + 1)
     out = not_tuned_cases()[case]()
     assert out.grad_fn is None or "Tuned" not in type(out.grad_fn).__name__
 
 
 def test_switched_off_or_deterministic_it_runs_f_conv2d():
-    x, weight, bias, _ = random_conv_inputs()
+    x, weight, bias = random_conv_inputs()
     weight.requires_grad_(True)
     cpu_conv.set_weight_grad_tuning(False)
     assert "Tuned" not in type(conv2d(x, weight, bias, 1, 1).grad_fn).__name__
