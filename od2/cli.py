@@ -121,7 +121,8 @@ def build_parser() -> argparse.ArgumentParser:
                     "retinanet_resnet50_fpn built to the same settings; COCO evaluation time against pycocotools "
                     "on the same detections (their 12 numbers must agree); and the training data pipeline's "
                     "images/s. Prints a table of the best rounds (medians beside them) and ratios and writes it into "
-                    "docs/benchmarks.md. "
+                    "docs/benchmarks.md. glibc's malloc is set to keep freed memory for reuse, so that no "
+                    "round pays page faults for what ran before it. "
                     "The full suite takes about 10 minutes on 2 CPU cores.")
     bench.add_argument("--only", nargs="+", choices=("inference", "train", "eval", "data"),
                        help="measure only these (default: all)")
@@ -314,7 +315,9 @@ def cmd_bench(args: argparse.Namespace) -> int:
     import torch
 
     from od2.benchmark.suite import MEASURES, markdown_section, markdown_table, run_suite, write_section
+    from od2.utils.cpu_heap import keep_freed_memory
 
+    keep_freed_memory()  # no page-fault tax that depends on what ran before (see od2/utils/cpu_heap.py)
     if args.threads:
         torch.set_num_threads(args.threads)
     measures = tuple(args.only or MEASURES)

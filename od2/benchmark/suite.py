@@ -131,6 +131,10 @@ def markdown_section(rows: list[Row], iters: int, command: str = "od2 bench") ->
         "Ratios are od2's best round over the reference's: below 1, od2 is faster. On a shared machine interference "
         "only ever adds time, so the best round is the most repeatable estimate of the code's own cost (the "
         "convention of Python's timeit); a median far above the best shows a run disturbed by other load.",
+        "`od2 bench` sets glibc's malloc to keep freed memory (od2/utils/cpu_heap.py) for both contenders: by "
+        "default every tensor above 32 MiB is mapped afresh and faulted in page by page, which added 0 to 1.9 s "
+        "of system time to a training round depending on what ran before (more often to torchvision's, whose "
+        "loss allocates more), and made single runs land on either side of a goal.",
         "RetinaNet-R50-FPN both sides (od2: configs/Base-RetinaNet.yaml), 80 classes, 9 anchors per cell of the "
         "same sizes, random weights with the same classification bias around logit(0.05), so that postprocessing "
         "handles full candidate lists (od2/benchmark/retinanet_pair.py). od2 takes P6 from C5 as the original "

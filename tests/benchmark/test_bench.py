@@ -99,10 +99,14 @@ def test_rows_table_and_section_written_between_markers(tmp_path):
     assert second.count(BEGIN) == 1 == second.count(END) and "| no |" in second and "0.5 s/img" not in second
 
 
-def test_bench_cli_measures_and_writes(tmp_path, capsys):
+def test_bench_cli_measures_and_writes(tmp_path, capsys, monkeypatch):
+    heap_settings = []
+    monkeypatch.setattr("od2.utils.cpu_heap.keep_freed_memory", lambda: heap_settings.append(True))  # the
+    # process-wide malloc setting is tested in tests/utils/test_cpu_heap.py, in a process of its own
     out = tmp_path / "bench.md"
     assert main(["bench", "--only", "eval", "train", "--iters", "1", "--size", "64", "96", "--eval-images", "10",
                  "--threads", str(torch.get_num_threads()), "--out", str(out)]) == 0
     printed = capsys.readouterr().out
     assert "train step, 2 images of 64x96, trainable BN" in printed and "pycocotools" in printed
     assert "train step, 2 images of 64x96, FrozenBN" in out.read_text()
+    assert heap_settings == [True]
