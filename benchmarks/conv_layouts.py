@@ -14,7 +14,7 @@ import math
 
 import torch
 
-from od2.benchmark.model_speed import TRAIN_BATCH, _sgd_step
+from od2.benchmark.model_speed import TRAIN_BATCH, sgd_step
 from od2.benchmark.retinanet_pair import random_batch, retinanet_pair
 from od2.benchmark.timing import interleaved_rounds
 from od2.layers import cpu_conv
@@ -56,7 +56,7 @@ def main() -> None:
     sizes = torch.tensor([list(images.shape[-2:])] * TRAIN_BATCH)
     floats = [image.float() / 255 for image in images]
     targets = [{"boxes": b, "labels": lab} for b, lab in zip(boxes, labels)]
-    od2_step = _sgd_step(ours, lambda: ours(images, sizes, {"boxes": boxes, "labels": labels}))
+    od2_step = sgd_step(ours, lambda: ours(images, sizes, {"boxes": boxes, "labels": labels}))
 
     def with_tuning(enabled: bool):
         def step():
@@ -68,7 +68,7 @@ def main() -> None:
         return step
 
     steps = {"od2, tuned layouts": with_tuning(True), "od2, NHWC only": with_tuning(False),
-             "torchvision": _sgd_step(theirs, lambda: theirs(floats, targets))}
+             "torchvision": sgd_step(theirs, lambda: theirs(floats, targets))}
     print(f"training step ({args.bn}, {TRAIN_BATCH} images of {images.shape[-2]}x{images.shape[-1]}, "
           f"{torch.get_num_threads()} threads): {args.iters} rounds in turns")
     rounds = interleaved_rounds(steps, args.iters)

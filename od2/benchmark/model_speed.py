@@ -13,7 +13,7 @@ from .timing import Rounds, interleaved_rounds
 TRAIN_BATCH = 2
 
 
-def _sgd_step(model: nn.Module, losses: Callable[[], dict[str, torch.Tensor]]) -> Callable[[], None]:
+def sgd_step(model: nn.Module, losses: Callable[[], dict[str, torch.Tensor]]) -> Callable[[], None]:
     """One SGD step (forward, backward, momentum update) of the trainable parameters, as a function."""
     optimizer = torch.optim.SGD([p for p in model.parameters() if p.requires_grad], lr=1e-4, momentum=0.9)
 
@@ -52,7 +52,7 @@ def train_seconds_per_iteration(iters: int, bn: str, height: int = 576, width: i
     floats = [image.float() / 255 for image in images]
     targets = [{"boxes": b, "labels": lab} for b, lab in zip(boxes, labels)]
     steps = {
-        "od2": _sgd_step(ours, lambda: ours(images, sizes, {"boxes": boxes, "labels": labels})),
-        "torchvision": _sgd_step(theirs, lambda: theirs(floats, targets)),
+        "od2": sgd_step(ours, lambda: ours(images, sizes, {"boxes": boxes, "labels": labels})),
+        "torchvision": sgd_step(theirs, lambda: theirs(floats, targets)),
     }
     return interleaved_rounds(steps, iters)
