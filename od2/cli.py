@@ -123,7 +123,7 @@ def build_parser() -> argparse.ArgumentParser:
                     "images/s. Prints a table of the best rounds (medians beside them) and ratios and writes it into "
                     "docs/benchmarks.md. glibc's malloc is set to keep freed memory for reuse, so that no "
                     "round pays page faults for what ran before it. "
-                    "The full suite takes about 10 minutes on 2 CPU cores.")
+                    "The full suite takes 6 to 10 minutes on 2 CPU cores.")
     bench.add_argument("--only", nargs="+", choices=("inference", "train", "eval", "data"),
                        help="measure only these (default: all)")
     bench.add_argument("--iters", type=int, default=5,

@@ -1,4 +1,4 @@
-"""glibc's malloc for long CPU runs: keep freed memory for reuse instead of handing it back to the kernel.
+"""glibc's malloc for benchmarks and long CPU runs: keep freed memory for reuse, not hand it back to the kernel.
 
 glibc maps every allocation above its mmap threshold (32 MiB at most) fresh from the kernel and unmaps it when it
 is freed. A CPU training step of RetinaNet-R50 at 576x768 allocates dozens of such tensors (one 2 x 256 x 144 x 192
@@ -23,8 +23,8 @@ def keep_freed_memory() -> bool:
     process from now on. After a few steps the page faults described above stop, at the cost of a higher resident
     size: freed chunks are only reused once the heap holds gaps that fit (glibc's aligned allocations are a few
     bytes larger than the chunk a tensor of the same size freed), which took RetinaNet-R50 training from 3.5 to
-    4.1 GiB. That is why ``od2 bench`` uses it and training does not. Returns False, changing nothing, where the
-    C library is not glibc.
+    4.1 GiB. So ``od2 bench`` uses it and training leaves it to the user (README: the environment variables).
+    Returns False, changing nothing, where the C library is not glibc.
     """
     libc = ctypes.CDLL(None)
     if not hasattr(libc, "gnu_get_libc_version"):

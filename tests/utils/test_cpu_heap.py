@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ctypes
+import os
 import subprocess
 import sys
 
@@ -26,8 +27,9 @@ print(resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before)
 
 
 def _faults(mode: str) -> int:
+    glibc_defaults = {k: v for k, v in os.environ.items() if not k.startswith("MALLOC_") and k != "GLIBC_TUNABLES"}
     out = subprocess.run([sys.executable, "-c", _FAULTS_OF_A_LATER_ROUND, mode], capture_output=True, text=True,
-                         check=True)
+                         check=True, env=glibc_defaults)
     return int(out.stdout.split()[-1])
 
 
