@@ -18,7 +18,7 @@ import torch
 
 from od2.config import load_config
 from od2.modeling.build import build_model
-from od2.utils.model_info import model_info, resolve_input_size
+from od2.tools.model_info import model_info, resolve_input_size
 
 REFERENCE = "configs/coco/RetinaNet-EvoNormS-GIoU.yaml"
 CONFIGS = [

@@ -14,8 +14,8 @@ import shlex
 import sys
 from pathlib import Path
 
-from od2.cli_data import add_data_parser, run_data_command
 from od2.config import ConfigError, load_config
+from od2.tools.data_cli import add_data_parser, run_data_command
 
 logger = logging.getLogger("od2")
 
@@ -173,14 +173,17 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def cmd_train(args: argparse.Namespace) -> int:
-    from od2.engine import distributed as dist
+    from od2.engine.run_info import write_run_info
     from od2.engine.setup import setup_logging
     from od2.engine.trainer import Trainer
+    from od2.utils import comm as dist
 
     cfg = load_config(args.config, args.opts)
     setup_logging(cfg.OUTPUT_DIR, dist_rank_from_env())
     logger.info("config %s with overrides %s", args.config, args.opts)
     trainer = Trainer(cfg)
+    if dist.is_main_process():
+        write_run_info(cfg.OUTPUT_DIR, args.config, args.opts)
     try:
         trainer.train(resume=args.resume)
     finally:
@@ -190,11 +193,11 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 def cmd_eval(args: argparse.Namespace) -> int:
     from od2.data.setup import load_datasets
-    from od2.engine import distributed as dist
     from od2.engine.checkpoint import load_model_weights
     from od2.engine.setup import resolve_device, setup_logging
     from od2.evaluation.evaluate import evaluate_model
     from od2.modeling.build import build_model
+    from od2.utils import comm as dist
 
     cfg = load_config(args.config, args.opts)
     setup_logging(None, dist_rank_from_env())
@@ -210,7 +213,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
     try:
         evaluate_model(cfg, model, device, dataset, out_dir)
         if args.vis and dist.is_main_process():
-            from od2.utils.visualize import draw_dataset_predictions
+            from od2.evaluation.visualize import draw_dataset_predictions
             path = draw_dataset_predictions(info, out_dir / "detections.json", out_dir / "predictions.png",
                                             num_images=args.vis, score_thresh=args.vis_thresh)
             print(f"predictions drawn on {args.vis} images: {path}")
@@ -273,7 +276,7 @@ def cmd_export(args: argparse.Namespace) -> int:
 
     from od2.engine.setup import setup_logging
     from od2.export import export_onnx
-    from od2.utils.model_info import resolve_input_size
+    from od2.tools.model_info import resolve_input_size
 
     cfg = load_config(args.config, args.opts)
     setup_logging(None, 0)
@@ -304,7 +307,7 @@ def cmd_export(args: argparse.Namespace) -> int:
 
 
 def cmd_report(args: argparse.Namespace) -> int:
-    from od2.evaluation.report import write_report
+    from od2.tools.report import write_report
 
     path = write_report(args.runs, args.out)
     print(f"report of {len(args.runs)} runs: {path}")
@@ -343,7 +346,7 @@ def cmd_eval_json(args: argparse.Namespace) -> int:
 
 def cmd_lr_plot(args: argparse.Namespace) -> int:
     from od2.engine.lr_schedule import LRSchedule
-    from od2.utils.lr_plot import format_landmarks, plot_schedule
+    from od2.tools.lr_plot import format_landmarks, plot_schedule
 
     cfg = load_config(args.config, args.opts)
     try:
@@ -361,7 +364,7 @@ def cmd_lr_plot(args: argparse.Namespace) -> int:
 def cmd_model_info(args: argparse.Namespace) -> int:
     import json
 
-    from od2.utils.model_info import format_model_info, model_info
+    from od2.tools.model_info import format_model_info, model_info
 
     cfg = load_config(args.config, args.opts)
     try:

@@ -6,7 +6,7 @@ import logging
 from dataclasses import replace
 
 from od2.config import CfgNode
-from od2.engine import distributed as dist
+from od2.utils import comm as dist
 
 from .catalog import get_dataset
 from .loader import build_test_loader, build_train_loader, stitcher_seed

@@ -29,8 +29,8 @@ from od2.data.setup import load_datasets
 from od2.evaluation.evaluate import evaluate_model
 from od2.layers.norms import convert_sync_batchnorm
 from od2.modeling.build import build_model
+from od2.utils import comm as dist
 
-from . import distributed as dist
 from .checkpoint import LAST_CHECKPOINT, last_checkpoint, load_checkpoint, save_training_checkpoint, set_rng_state
 from .ema import ModelEMA
 from .lr_schedule import LRSchedule

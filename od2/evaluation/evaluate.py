@@ -10,7 +10,7 @@ import torch
 
 from od2.config import CfgNode
 from od2.data.setup import build_test_loader_from_cfg, load_datasets
-from od2.engine import distributed as dist
+from od2.utils import comm as dist
 
 from .coco_evaluator import CocoEvaluator, write_summary_json
 from .inference import run_inference

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 import torch
 from tqdm import tqdm
 
-from od2.engine import distributed as dist
+from od2.utils import comm as dist
 
 
 @dataclass

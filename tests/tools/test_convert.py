@@ -14,7 +14,9 @@ from PIL import Image
 
 import od2
 from od2.cli import main
-from od2.data.convert import (
+from od2.data.datasets.voc import load_voc
+from od2.data.records import DatasetInfo
+from od2.tools.convert import (
     coco_output_paths,
     read_dataset,
     write_coco,
@@ -22,8 +24,6 @@ from od2.data.convert import (
     write_voc,
     write_yolo,
 )
-from od2.data.datasets.voc import load_voc
-from od2.data.records import DatasetInfo
 
 BCCD_ROOT = Path(od2.__file__).resolve().parents[1].parent / "shared" / "data" / "bccd"
 BCCD_CLASSES = ["Platelets", "RBC", "WBC"]

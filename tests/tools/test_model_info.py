@@ -14,7 +14,7 @@ from torch.utils.flop_counter import FlopCounterMode
 from od2.cli import main
 from od2.config import load_config
 from od2.modeling.build import build_model
-from od2.utils.model_info import format_model_info, model_info, resolve_input_size
+from od2.tools.model_info import format_model_info, model_info, resolve_input_size
 
 ROOT = Path(__file__).resolve().parents[2]
 DIGITS = str(ROOT / "configs/digits/retinanet_lite0.yaml")

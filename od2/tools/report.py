@@ -19,9 +19,9 @@ from pathlib import Path
 import torch
 
 from od2.config import CfgNode, load_config
+from od2.engine.run_info import run_name
+from od2.evaluation.coco_evaluator import STAT_NAMES, CocoSummary
 from od2.modeling.build import neck_section_name
-
-from .coco_evaluator import STAT_NAMES, CocoSummary
 
 logger = logging.getLogger(__name__)
 
@@ -48,18 +48,6 @@ class RunRecord:
         return tuple(float(self.summary[k]) for k in STAT_NAMES) if self.summary else None
 
 
-def _run_name(folder: Path) -> str:
-    """The name of the config file the run was trained from (``od2 train`` logs it first in log.txt), else the
-    folder's name."""
-    log = folder / "log.txt"
-    if log.is_file():
-        with log.open(encoding="utf-8", errors="replace") as f:
-            for line in f:
-                if "] INFO: config " in line and " with overrides " in line:
-                    return Path(line.split("] INFO: config ", 1)[1].split(" with overrides ", 1)[0]).stem
-    return folder.name
-
-
 def read_run(folder: str | os.PathLike) -> RunRecord:
     """Read a run folder; raises ``FileNotFoundError`` naming the folder when it has no ``config.yaml``."""
     folder = Path(folder)
@@ -67,7 +55,7 @@ def read_run(folder: str | os.PathLike) -> RunRecord:
     if not config.is_file():
         raise FileNotFoundError(f"{folder} is not an od2 run folder (no config.yaml)")
     cfg = load_config(config)
-    run = RunRecord(folder=folder, name=_run_name(folder), cfg=cfg)
+    run = RunRecord(folder=folder, name=run_name(folder), cfg=cfg)
     metrics = folder / "metrics.jsonl"
     if metrics.is_file():
         for number, line in enumerate(metrics.read_text().splitlines(), 1):

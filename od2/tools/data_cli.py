@@ -156,7 +156,7 @@ def _default_split(fmt: str, path: str, split: str | None) -> str:
 
 
 def _read_input(args: argparse.Namespace):
-    from od2.data.convert import read_dataset
+    from od2.tools.convert import read_dataset
 
     if not args.input:
         raise ValueError(f"--input PATH is required with --{'from' if hasattr(args, 'to') else 'format'}")
@@ -170,7 +170,7 @@ def cmd_stats(args: argparse.Namespace) -> int:
     import json
 
     from od2.data.catalog import get_dataset
-    from od2.data.stats import dataset_stats, format_stats
+    from od2.tools.stats import dataset_stats, format_stats
 
     if args.opts and not args.config:
         raise ValueError(f"KEY=VALUE overrides need --config: {' '.join(args.opts)}")
@@ -198,7 +198,7 @@ def cmd_stats(args: argparse.Namespace) -> int:
 
 
 def cmd_convert(args: argparse.Namespace) -> int:
-    from od2.data.convert import coco_output_paths, read_dataset, write_dataset
+    from od2.tools.convert import coco_output_paths, read_dataset, write_dataset
 
     info = _read_input(args)
     split = _default_split(args.format, args.input, args.split)
@@ -232,7 +232,7 @@ def cmd_convert(args: argparse.Namespace) -> int:
 
 def cmd_show(args: argparse.Namespace) -> int:
     from od2.config import load_config
-    from od2.data.show import show_batches
+    from od2.tools.show import show_batches
 
     if args.mosaic and args.split != "train":
         raise ValueError("--mosaic shows Stitcher training mosaics: use it with --split train")

@@ -10,7 +10,8 @@ from PIL import Image
 
 from od2.cli import main
 from od2.config import load_config
-from od2.evaluation.report import read_run, write_report
+from od2.engine.run_info import write_run_info
+from od2.tools.report import read_run, write_report
 
 REPO = Path(__file__).resolve().parents[2]
 STATS = dict(AP=0.339, AP50=0.521, AP75=0.36, APs=0.18, APm=0.374, APl=0.452, AR1=0.29, AR10=0.45, AR100=0.478,
@@ -21,7 +22,7 @@ def make_run(folder: Path, config: str, *, evaluated: bool = True, world_size: i
     cfg = load_config(REPO / config, [f"OUTPUT_DIR={folder}"])
     folder.mkdir(parents=True)
     (folder / "config.yaml").write_text(cfg.dump())
-    (folder / "log.txt").write_text(f"[11/28 01:44:31 od2] INFO: config {config} with overrides ['OUTPUT_DIR=x']\n")
+    write_run_info(folder, config, ["OUTPUT_DIR=x"])
     lines = [json.dumps({"iteration": i, "loss_cls": 1.0 / i, "loss_box_reg": 0.5 / i, "total_loss": 1.5 / i,
                          "lr": 0.02, "time": 36.0 * i}) for i in range(10, iterations + 1, 10)]
     if evaluated:
@@ -81,3 +82,11 @@ def test_report_cli_errors_on_a_folder_that_is_not_a_run(tmp_path, capsys):
     run = make_run(tmp_path / "ok", "configs/coco/RetinaNet-GN.yaml")
     assert main(["report", str(run), "--out", str(tmp_path / "r.md")]) == 0
     assert (tmp_path / "r.md").read_text().startswith("# od2 results")
+
+
+def test_run_name_comes_from_run_json_not_the_log(tmp_path):
+    folder = make_run(tmp_path / "seed3", "configs/coco/RetinaNet-GN.yaml")
+    (folder / "log.txt").write_text("[11/28 01:44:31 od2] INFO: config configs/other.yaml with overrides []\n")
+    assert read_run(folder).name == "RetinaNet-GN"
+    (folder / "run.json").unlink()
+    assert read_run(folder).name == "seed3"

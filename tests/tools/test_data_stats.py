@@ -11,7 +11,7 @@ from PIL import Image
 from od2.cli import main
 from od2.data import catalog
 from od2.data.records import DatasetInfo, make_record
-from od2.data.stats import dataset_stats, format_stats
+from od2.tools.stats import dataset_stats, format_stats
 
 
 @pytest.fixture(autouse=True)

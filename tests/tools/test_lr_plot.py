@@ -13,7 +13,7 @@ from PIL import Image
 from od2.cli import main
 from od2.config import load_config
 from od2.engine.lr_schedule import LRSchedule
-from od2.utils.lr_plot import DEFAULT_POINTS, sample_schedule
+from od2.tools.lr_plot import DEFAULT_POINTS, sample_schedule
 
 CONFIG = str(Path(__file__).resolve().parents[2] / "configs/coco/RetinaNet-BN.yaml")
 ROW = re.compile(r"^\s*(\d+)\s+(\S+)\s+(\S.*)$")
