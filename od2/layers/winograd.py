@@ -23,8 +23,6 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from .cpu_conv import Conv2d
-
 MIN_CHANNELS = 128  # at 64 channels the 36 small matrix products are slower than oneDNN's direct conv
 MIN_PIXELS = 256  # below about 16x16 (P6, P7 of a 576x768 image) the direct convolution is faster
 BAND_VALUES = 32768  # input values (tiles x channels) transformed at a time, so that a band stays in cache
@@ -79,7 +77,7 @@ def winograd_applies(conv: nn.Module, x: torch.Tensor) -> bool:
     if torch.jit.is_tracing() or torch.jit.is_scripting() or torch.compiler.is_compiling():
         return False
     return (
-        type(conv) in (nn.Conv2d, Conv2d)
+        type(conv) is nn.Conv2d
         and conv.kernel_size == (3, 3) and conv.stride == (1, 1) and conv.padding == (1, 1)
         and conv.dilation == (1, 1) and conv.groups == 1 and conv.padding_mode == "zeros"
         and conv.in_channels >= MIN_CHANNELS and x.dim() == 4 and x.shape[-2] * x.shape[-1] >= MIN_PIXELS
