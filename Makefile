@@ -33,7 +33,6 @@ bench: install
 	$(PY) benchmarks/head_norms.py
 	$(PY) benchmarks/data_throughput.py
 	$(PY) benchmarks/arch_speed.py
-	$(PY) benchmarks/conv_layouts.py
 
 clean-demo:
 	rm -rf $(DEMO_OUT)

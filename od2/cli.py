@@ -228,6 +228,7 @@ CONFIG_OVERRIDE = re.compile(r"^[A-Z][A-Z0-9_]*(\.[A-Z0-9_]+)*=")
 def cmd_predict(args: argparse.Namespace) -> int:
     from od2.engine.setup import resolve_device, setup_logging
     from od2.evaluation.predict import predict_images
+    from od2.modeling.build import convert_for_inference
 
     overrides = [item for item in args.inputs if CONFIG_OVERRIDE.match(item) and not Path(item).exists()]
     inputs = [item for item in args.inputs if item not in overrides]
@@ -238,7 +239,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
     device = resolve_device(cfg.MODEL.DEVICE)
     weights = args.weights or cfg.MODEL.WEIGHTS or str(Path(cfg.OUTPUT_DIR) / "model_final.pth")
     model, class_names = load_trained_model(cfg, weights)
-    model = model.to(device)
+    model = convert_for_inference(model.to(device), cfg)
     summary = predict_images(
         model, inputs, args.out or Path(cfg.OUTPUT_DIR) / "predict", class_names,
         min_size=cfg.INPUT.MIN_SIZE_TEST, max_size=cfg.INPUT.MAX_SIZE_TEST,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import json
 from pathlib import Path
 
@@ -10,8 +11,10 @@ import pytest
 import torch
 from sklearn.datasets import load_sample_image
 
+import od2.layers.winograd as winograd_module
 from od2.cli import main
 from od2.export import export_onnx, prepare_image
+from od2.layers.winograd import WinogradConv2d, convert_to_winograd
 
 onnx = pytest.importorskip("onnx")
 ort = pytest.importorskip("onnxruntime")
@@ -59,6 +62,13 @@ def test_exported_graph_has_the_documented_interface(exported):
     assert "NonMaxSuppression" in set(op_types(model.graph))
     assert json.loads({p.key: p.value for p in model.metadata_props}["class_names"]) == [str(i) for i in range(10)]
 
+
+def test_export_of_a_winograd_converted_model_is_the_plain_export(confident_model, exported, tmp_path, monkeypatch):
+    monkeypatch.setattr(winograd_module, "MIN_CHANNELS", 64)  # the digits model's 64-channel head convs qualify
+    converted = convert_to_winograd(copy.deepcopy(confident_model))
+    assert any(isinstance(module, WinogradConv2d) for module in converted.modules())
+    path = export_onnx(converted, tmp_path / "converted.onnx", *CANVAS)
+    assert onnx.load(str(path)).graph == onnx.load(str(exported)).graph  # tracing sees the direct convolution
 
 def test_prepare_image_rejects_images_larger_than_the_canvas():
     with pytest.raises(ValueError, match="larger than the exported"):

@@ -7,6 +7,8 @@ from collections.abc import Callable
 import torch
 import torch.nn as nn
 
+from od2.layers.winograd import convert_to_winograd
+
 from .retinanet_pair import random_batch, retinanet_pair
 from .timing import Rounds, interleaved_rounds
 
@@ -30,10 +32,12 @@ def inference_seconds_per_image(batch: int, iters: int, bn: str = "BN", height: 
                                 width: int = 768) -> dict[str, Rounds]:
     """``{"od2": rounds, "torchvision": rounds}``: seconds per image of one batched forward with postprocessing.
 
-    od2 takes the uint8 batch; torchvision takes its list of float images in [0, 1] (converted beforehand) and
+    od2 takes the uint8 batch and runs converted for CPU inference (``convert_to_winograd``, what TEST.WINOGRAD
+    does in od2 eval and predict); torchvision takes its list of float images in [0, 1] (converted beforehand) and
     runs its own transform (normalise, resize to short side 576 (here a no-op resize), batch) and postprocess.
     """
     ours, theirs = (m.eval() for m in retinanet_pair(bn, min(height, width)))
+    convert_to_winograd(ours)
     images, _, _ = random_batch(batch, height=height, width=width)
     sizes = torch.tensor([[height, width]] * batch)
     floats = [image.float() / 255 for image in images]

@@ -4,20 +4,25 @@ A config file is YAML (read with ``yaml.safe_load``) holding a subset of the key
 :mod:`od2.config.defaults`. ``_BASE_: other.yaml`` (relative to the file) is merged first, recursively.
 Command-line overrides are ``KEY=VALUE`` strings whose VALUE is parsed as YAML (``SOLVER.STEPS=[100,200]``).
 Every key must exist in the defaults and every value must have the default's type; a mistake raises
-:class:`ConfigError` naming the key (and the file) and suggesting the closest valid key.
+:class:`ConfigError` naming the key (and the file) and suggesting the closest valid key. A retired key
+(``RETIRED_KEYS``) is ignored with a logged warning that says what replaced it, so that old configs and run
+folders still load.
 """
 
 from __future__ import annotations
 
 import copy
 import difflib
+import logging
 import re
 from pathlib import Path
 from typing import Any, Iterable
 
 import yaml
 
-from .defaults import DEFAULTS
+from .defaults import DEFAULTS, RETIRED_KEYS
+
+logger = logging.getLogger(__name__)
 
 BASE_KEY = "_BASE_"
 # Floats in exponent form without a dot ("1e-4"), which YAML 1.1 (PyYAML) leaves as strings.
@@ -134,6 +139,10 @@ def merge_into(cfg: dict, new: dict, source: str, defaults: dict = DEFAULTS, pre
     """Merge ``new`` into ``cfg`` in place, validating keys and types against ``defaults``."""
     for key, value in new.items():
         full_key = f"{prefix}{key}"
+        if full_key in RETIRED_KEYS:
+            logger.warning("%s: config key %r is no longer used and is ignored: %s", source, full_key,
+                           RETIRED_KEYS[full_key])
+            continue
         if key not in defaults:
             raise _unknown_key_error(full_key, source)
         default = defaults[key]

@@ -80,7 +80,6 @@ DEFAULTS: dict[str, Any] = {
             "IN_FEATURES": ["P3", "P4", "P5", "P6", "P7"],
             "NUM_CONVS": 4,
             "SEPARABLE_CONV": False,
-            "WINOGRAD": True,
             "NORM": "",
             "ACTIVATION_FN": "relu",
             "IOU_THRESHOLDS": [0.4, 0.5],
@@ -144,8 +143,16 @@ DEFAULTS: dict[str, Any] = {
         "EVAL_PERIOD": 0,
         "DETECTIONS_PER_IMAGE": 100,
         "IMS_PER_BATCH": 1,
+        # CPU inference by Winograd F(4x4, 3x3) (od2.layers.winograd.convert_to_winograd) in od2 eval / predict
+        "WINOGRAD": False,
     },
     "OUTPUT_DIR": "./output",
     "SEED": 42,
     "LOG_PERIOD": 20,
+}
+
+# Keys that configs and run folders' config.yaml may still hold but that od2 no longer reads: loading ignores them
+# with a warning that says what replaced them.
+RETIRED_KEYS: dict[str, str] = {
+    "MODEL.RETINANET.WINOGRAD": "Winograd is now a test-time conversion, off unless TEST.WINOGRAD=True",
 }

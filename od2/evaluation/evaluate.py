@@ -10,6 +10,7 @@ import torch
 
 from od2.config import CfgNode
 from od2.data.setup import build_test_loader_from_cfg, load_datasets
+from od2.modeling.build import convert_for_inference
 from od2.utils import comm as dist
 
 from .coco_evaluator import CocoEvaluator, write_summary_json
@@ -20,7 +21,8 @@ logger = logging.getLogger(__name__)
 
 def evaluate_model(cfg: CfgNode, model: torch.nn.Module, device: torch.device, dataset_name: str,
                    out_dir: str | Path, quiet: bool = False) -> dict | None:
-    """COCO evaluation of ``model`` on ``dataset_name``.
+    """COCO evaluation of ``model`` on ``dataset_name``, after converting ``model`` in place for inference as the
+    config asks (:func:`od2.modeling.build.convert_for_inference`; exact for training, which may go on after it).
 
     Writes ``out_dir/coco_summary.json`` (AP..ARl fractions, s_per_img, num_images) and
     ``out_dir/detections.json`` (COCO results) on rank 0, prints the 12-line table unless ``quiet``, and
@@ -33,6 +35,7 @@ def evaluate_model(cfg: CfgNode, model: torch.nn.Module, device: torch.device, d
                          f"{len(info.category_ids)} ({info.class_names}); evaluate on a dataset with the "
                          f"training classes")
     loader = build_test_loader_from_cfg(cfg, info.records)
+    model = convert_for_inference(model, cfg)
     result = run_inference(model, loader, device, list(info.category_ids), progress=not quiet)
     if not dist.is_main_process():
         return None

@@ -10,7 +10,6 @@ import torch
 import torch.nn as nn
 
 from .activations import get_activation
-from .cpu_conv import Conv2d
 from .norms import get_norm, norm_includes_activation, norm_uses_bias
 
 
@@ -55,13 +54,13 @@ class SeparableConv2d(nn.Module):
 
 def make_conv(cin: int, cout: int, kernel: int, stride: int = 1, bias: bool = True, groups: int = 1,
               separable: bool = False) -> nn.Module:
-    """A "same"-padded conv: :class:`od2.layers.cpu_conv.Conv2d` (an ``nn.Conv2d``) or, with ``separable``,
-    :class:`SeparableConv2d` (``groups`` must be 1)."""
+    """A "same"-padded conv: an ``nn.Conv2d`` or, with ``separable``, a :class:`SeparableConv2d` (``groups`` must
+    be 1)."""
     if separable:
         if groups != 1:
             raise ValueError("a separable conv is already depthwise + pointwise; groups must be 1")
         return SeparableConv2d(cin, cout, kernel, stride, bias=bias)
-    return Conv2d(cin, cout, kernel, stride, padding=kernel // 2, groups=groups, bias=bias)
+    return nn.Conv2d(cin, cout, kernel, stride, padding=kernel // 2, groups=groups, bias=bias)
 
 
 class ConvNormAct(nn.Module):

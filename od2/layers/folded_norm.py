@@ -12,8 +12,8 @@ from __future__ import annotations
 
 import torch
 import torch.nn as nn
+import torch.nn.functional as F
 
-from .cpu_conv import conv2d
 from .frozen_bn import FrozenBatchNorm2d
 
 
@@ -32,14 +32,14 @@ def affine_of(norm: nn.Module) -> tuple[torch.Tensor, torch.Tensor] | None:
 
 def conv_norm(conv: nn.Conv2d, norm: nn.Module, x: torch.Tensor) -> torch.Tensor:
     """``norm(conv(x))`` for a zero-padded ``conv``, as a single convolution when ``norm`` is affine (see the module
-    docstring); the convolution runs through :func:`od2.layers.cpu_conv.conv2d`.
+    docstring).
 
     x: [B, C_in, H, W] -> [B, C_out, H', W'].
     """
     affine = affine_of(norm)
     if affine is None:
-        return norm(conv2d(x, conv.weight, conv.bias, conv.stride, conv.padding, conv.dilation, conv.groups))
+        return norm(F.conv2d(x, conv.weight, conv.bias, conv.stride, conv.padding, conv.dilation, conv.groups))
     scale, shift = affine
     weight = conv.weight * scale.view(-1, 1, 1, 1).to(conv.weight.dtype)
     bias = shift if conv.bias is None else conv.bias * scale + shift
-    return conv2d(x, weight, bias.to(weight.dtype), conv.stride, conv.padding, conv.dilation, conv.groups)
+    return F.conv2d(x, weight, bias.to(weight.dtype), conv.stride, conv.padding, conv.dilation, conv.groups)

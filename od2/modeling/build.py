@@ -2,7 +2,8 @@
 
 The pieces: a bottom-up backbone (MODEL.BACKBONE.NAME, with C6/C7 from its family's MAKE_C6C7 section), a neck
 (MODEL.NECK.NAME, configured by its own section: MODEL.FPN, MODEL.TWOWAYFPN, MODEL.PCONV or MODEL.BIFPN) and
-the RetinaNet head on the neck's levels (MODEL.RETINANET).
+the RetinaNet head on the neck's levels (MODEL.RETINANET). :func:`convert_for_inference` applies the opt-in
+inference speed-ups of the TEST section to a built model.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ import torch.nn as nn
 
 from od2.config import CfgNode, ConfigError
 from od2.layers import FUSE_TYPES, get_norm, norm_includes_activation
+from od2.layers.winograd import convert_to_winograd
 
 from .anchors import AnchorGenerator
 from .backbones import BackboneWithExtraLevels, build_backbone
@@ -194,8 +196,7 @@ def build_model(cfg: CfgNode, num_classes: int) -> RetinaNet:
                               [neck.strides[f] for f in head_cfg.IN_FEATURES])
     head = RetinaNetHead(head_channels.pop(), anchors.num_anchors, num_classes, len(head_cfg.IN_FEATURES),
                          num_convs=head_cfg.NUM_CONVS, norm=head_cfg.NORM, activation=head_cfg.ACTIVATION_FN,
-                         prior_prob=head_cfg.PRIOR_PROB, separable=head_cfg.SEPARABLE_CONV,
-                         winograd=head_cfg.WINOGRAD)
+                         prior_prob=head_cfg.PRIOR_PROB, separable=head_cfg.SEPARABLE_CONV)
     model = RetinaNet(
         backbone, neck, head, head_cfg.IN_FEATURES, anchors,
         BoxCoder(tuple(head_cfg.BBOX_REG_WEIGHTS)),
@@ -209,3 +210,12 @@ def build_model(cfg: CfgNode, num_classes: int) -> RetinaNet:
         max_detections=cfg.TEST.DETECTIONS_PER_IMAGE, channels_last=model_cfg.CHANNELS_LAST,
     )
     return model.to(memory_format=model.memory_format)
+
+
+def convert_for_inference(model: nn.Module, cfg: CfgNode) -> nn.Module:
+    """``model``, converted in place to run the inference speed-ups that the config's test-time keys ask for
+    (TEST.WINOGRAD: :func:`od2.layers.winograd.convert_to_winograd`). Conversions keep the state_dict and compute
+    training, GPU and export passes exactly as before."""
+    if cfg.TEST.WINOGRAD:
+        convert_to_winograd(model)
+    return model

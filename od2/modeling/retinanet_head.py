@@ -12,7 +12,6 @@ import torch
 import torch.nn as nn
 
 from od2.layers import NormAct, SeparableConv2d, make_conv, norm_uses_bias
-from od2.layers.winograd import conv3x3
 
 
 class SharedTower(nn.Module):
@@ -31,9 +30,9 @@ class SharedTower(nn.Module):
             nn.ModuleList(NormAct(norm, channels, activation) for _ in range(num_levels)) for _ in range(num_convs)
         )
 
-    def forward(self, x: torch.Tensor, level: int, winograd: bool = False) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, level: int) -> torch.Tensor:
         for conv, norm_acts in zip(self.convs, self.norm_acts):
-            x = norm_acts[level](conv3x3(conv, x) if winograd else conv(x), conv.weight)
+            x = norm_acts[level](conv(x), conv.weight)
         return x
 
 
@@ -45,17 +44,13 @@ class RetinaNetHead(nn.Module):
 
     ``separable=True`` makes every conv, the two predictors included, depthwise 3x3 + pointwise 1x1 as in the
     official EfficientDet; the original object_detection2 used regular 3x3 convs.
-
-    ``winograd=True`` runs the regular 3x3 convs by Winograd F(4x4, 3x3) at CPU inference
-    (od2.layers.winograd, ``MODEL.RETINANET.WINOGRAD``); training and GPUs are unaffected.
     """
 
     def __init__(self, in_channels: int, num_anchors: int, num_classes: int, num_levels: int,
                  num_convs: int = 4, norm: str = "", activation: str = "relu", prior_prob: float = 0.01,
-                 separable: bool = False, winograd: bool = False):
+                 separable: bool = False):
         super().__init__()
         self.num_classes = num_classes
-        self.winograd = winograd
         self.num_anchors = num_anchors
         self.cls_tower = SharedTower(in_channels, num_convs, num_levels, norm, activation, separable)
         self.box_tower = SharedTower(in_channels, num_convs, num_levels, norm, activation, separable)
@@ -82,10 +77,7 @@ class RetinaNetHead(nn.Module):
 
     def forward(self, features: list[torch.Tensor]) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
         logits, deltas = [], []
-        conv = conv3x3 if self.winograd else (lambda module, x: module(x))
         for level, feature in enumerate(features):
-            cls_features = self.cls_tower(feature, level, self.winograd)
-            box_features = self.box_tower(feature, level, self.winograd)
-            logits.append(self._flatten(conv(self.cls_score, cls_features), self.num_classes))
-            deltas.append(self._flatten(conv(self.bbox_pred, box_features), 4))
+            logits.append(self._flatten(self.cls_score(self.cls_tower(feature, level)), self.num_classes))
+            deltas.append(self._flatten(self.bbox_pred(self.box_tower(feature, level)), 4))
         return logits, deltas

@@ -110,3 +110,15 @@ def test_bench_cli_measures_and_writes(tmp_path, capsys, monkeypatch):
     assert "train step, 2 images of 64x96, trainable BN" in printed and "pycocotools" in printed
     assert "train step, 2 images of 64x96, FrozenBN" in out.read_text()
     assert heap_settings == [True]
+
+
+def test_inference_measure_runs_od2_converted_for_cpu_inference(monkeypatch):
+    import od2.benchmark.model_speed as model_speed
+    from od2.layers.winograd import WinogradConv2d
+
+    converted = []
+    convert = model_speed.convert_to_winograd
+    monkeypatch.setattr(model_speed, "convert_to_winograd", lambda model: converted.append(convert(model)))
+    rounds = model_speed.inference_seconds_per_image(1, 1, height=64, width=96)
+    assert set(rounds) == {"od2", "torchvision"} and len(converted) == 1
+    assert type(converted[0].head.cls_score) is WinogradConv2d  # od2's model, as TEST.WINOGRAD converts it

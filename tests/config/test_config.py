@@ -135,6 +135,24 @@ def test_unknown_key_in_base_names_the_base_file(tmp_path):
     assert "base.yaml" in str(info.value) and "SOLVER.BASE_LR" in str(info.value)
 
 
+def test_retired_key_in_an_old_run_folder_config_loads_with_a_warning_naming_its_replacement(tmp_path, caplog):
+    old = get_cfg().to_dict()  # a run folder's config.yaml from before Winograd became a test-time conversion
+    old["MODEL"]["RETINANET"]["WINOGRAD"] = True
+    path = write(tmp_path / "config.yaml", yaml.safe_dump(old))
+    with caplog.at_level("WARNING", logger="od2.config"):
+        cfg = load_config(path, ["MODEL.RETINANET.WINOGRAD=false"])
+    assert cfg == get_cfg()  # ignored: the old default (on) must not turn the opt-in conversion on
+    assert "WINOGRAD" not in cfg.MODEL.RETINANET and cfg.TEST.WINOGRAD is False
+    warnings = [r.getMessage() for r in caplog.records if "MODEL.RETINANET.WINOGRAD" in r.getMessage()]
+    assert len(warnings) == 2 and all("TEST.WINOGRAD" in w and "ignored" in w for w in warnings)
+    assert str(path.resolve()) in warnings[0] and "command line" in warnings[1]
+
+
+def test_retired_key_does_not_hide_typos_next_to_it():
+    with pytest.raises(ConfigError, match="MODEL.RETINANET.WINOGRAF"):
+        load_config(None, ["MODEL.RETINANET.WINOGRAF=true"])
+
+
 # ---------------------------------------------------------------- types
 
 
@@ -240,7 +258,8 @@ REQUIRED = {
     "SOLVER.IMS_PER_BATCH": int, "SOLVER.BASE_LR": float, "SOLVER.MOMENTUM": float,
     "SOLVER.WEIGHT_DECAY": float, "SOLVER.STEPS": list, "SOLVER.MAX_ITER": int, "SOLVER.WARMUP_ITERS": int,
     "SOLVER.LR_DECAY_TYPE": str, "SOLVER.CLIP_NORM": float, "SOLVER.CHECKPOINT_PERIOD": int,
-    "TEST.EVAL_PERIOD": int, "TEST.DETECTIONS_PER_IMAGE": int, "OUTPUT_DIR": str, "SEED": int,
+    "TEST.EVAL_PERIOD": int, "TEST.DETECTIONS_PER_IMAGE": int, "TEST.WINOGRAD": bool, "OUTPUT_DIR": str,
+    "SEED": int,
 }
 
 
@@ -270,6 +289,7 @@ def test_defaults_are_sane():
     assert s.MAX_ITER >= max(s.STEPS) and s.WARMUP_ITERS >= 0 and s.CLIP_NORM >= 0
     assert s.LR_DECAY_TYPE in ("piecewise", "cosine", "constant") and s.CHECKPOINT_PERIOD > 0
     assert cfg.TEST.EVAL_PERIOD >= 0 and cfg.TEST.DETECTIONS_PER_IMAGE == 100
+    assert cfg.TEST.WINOGRAD is False  # speed-ups that change results by rounding are opt-in
     assert all(isinstance(a, float) for ratios in cfg.MODEL.ANCHOR_GENERATOR.ASPECT_RATIOS for a in ratios)
 
 
