@@ -34,7 +34,8 @@ from od2.modeling.build import build_model
 from od2.modeling.necks import NECKS
 from od2.modeling.retinanet import RetinaNet
 
-__all__ = ["BACKBONE_NAMES", "efficientdet_d0", "efficientdet_d0_config", "retinanet", "retinanet_config"]
+__all__ = ["BACKBONE_NAMES", "efficientdet_d0", "efficientdet_d0_config", "load_backbone_weights", "retinanet",
+           "retinanet_config"]
 
 # "resnet<depth>" for each ResNet depth, then every other registered backbone by its MODEL.BACKBONE.NAME.
 BACKBONE_NAMES = [f"resnet{depth}" for depth in RESNET_DEPTHS] + [name for name in BACKBONES if name != "resnet"]
@@ -55,9 +56,11 @@ WeightsArg = bool | str | os.PathLike
 def _backbone_keys(backbone: str, norm: str, pretrained: bool) -> dict[str, Any]:
     """MODEL keys of a :data:`BACKBONE_NAMES` name: ``resnet50`` -> BACKBONE.NAME resnet, RESNETS.DEPTH 50."""
     check_choice("backbone", backbone, BACKBONE_NAMES)
-    keys: dict[str, Any] = {"BACKBONE": {"NAME": backbone, "NORM": norm, "PRETRAINED": pretrained}}
-    if backbone.startswith("resnet"):
-        keys = {"BACKBONE": {**keys["BACKBONE"], "NAME": "resnet"}, "RESNETS": {"DEPTH": int(backbone[6:])}}
+    resnet = backbone.startswith("resnet")
+    keys: dict[str, Any] = {"BACKBONE": {"NAME": "resnet" if resnet else backbone, "NORM": norm,
+                                         "PRETRAINED": pretrained}}
+    if resnet:
+        keys["RESNETS"] = {"DEPTH": int(backbone.removeprefix("resnet"))}
     return keys
 
 
@@ -163,8 +166,7 @@ def efficientdet_d0_config(*, backbone_norm: str = "FrozenBN", overrides: Iterab
     return _config(keys, overrides, "od2.models.efficientdet_d0")
 
 
-def efficientdet_d0(num_classes: int = 80, *, backbone_norm: str = "FrozenBN",
-                    pretrained_backbone: bool | str | os.PathLike = False,
+def efficientdet_d0(num_classes: int = 80, *, backbone_norm: str = "FrozenBN", pretrained_backbone: WeightsArg = False,
                     overrides: Iterable[str] = ()) -> RetinaNet:
     """EfficientDet-D0 as the paper and the official code build it (configs/coco/EfficientDet-D0-official.yaml).
 
