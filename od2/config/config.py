@@ -81,10 +81,11 @@ def schema() -> dict[str, Any]:
     clashes = sorted({name for name in added if added.count(name) > 1 or name in DEFAULTS["MODEL"]})
     if clashes:
         raise ValueError(f"registered config sections {clashes} clash with each other or with od2's MODEL keys")
+    sections_after = {"BACKBONE": backbone_sections, "NECK": neck_sections}
     model: dict[str, Any] = {}
     for key, value in DEFAULTS["MODEL"].items():
         model[key] = value
-        model.update({"BACKBONE": backbone_sections, "NECK": neck_sections}.get(key, {}))
+        model.update(sections_after.get(key, {}))
     return {**DEFAULTS, "MODEL": model}
 
 
