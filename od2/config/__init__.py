@@ -1,5 +1,5 @@
 """Config: typed defaults, YAML files with ``_BASE_`` inheritance, ``KEY=VALUE`` overrides."""
 
-from .config import CfgNode, ConfigError, get_cfg, load_config, parse_overrides
+from .config import CfgNode, ConfigError, check_choice, get_cfg, load_config, parse_overrides, schema
 
-__all__ = ["CfgNode", "ConfigError", "get_cfg", "load_config", "parse_overrides"]
+__all__ = ["CfgNode", "ConfigError", "check_choice", "get_cfg", "load_config", "parse_overrides", "schema"]

@@ -7,16 +7,20 @@ Every key must exist in the defaults and every value must have the default's typ
 :class:`ConfigError` naming the key (and the file) and suggesting the closest valid key. A retired key
 (``RETIRED_KEYS``) is ignored with a logged warning that says what replaced it, so that old configs and run
 folders still load.
+
+The defaults are :data:`od2.config.defaults.DEFAULTS` plus the section of every registered backbone family and
+neck, which their registrations in od2.modeling own (:func:`schema`).
 """
 
 from __future__ import annotations
 
 import copy
 import difflib
+import functools
 import logging
 import re
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any, Iterable, Sequence
 
 import yaml
 
@@ -66,9 +70,44 @@ class CfgNode(dict):
         return node
 
 
+@functools.cache
+def schema() -> dict[str, Any]:
+    """Every config key with its default: :data:`DEFAULTS` with the section of each registered backbone family
+    inserted after ``MODEL.BACKBONE`` and of each neck after ``MODEL.NECK`` (their registrations in
+    ``od2.modeling.backbones.BACKBONES`` / ``od2.modeling.necks.NECKS`` own them, so adding a backbone or neck is
+    one edit). Shared and cached: read it, copy it (:func:`get_cfg`) before changing anything.
+    """
+    # The one reference from config to modeling: the registrations hold plain data (section names and defaults),
+    # read on the first call so that importing od2.config stays light.
+    from od2.modeling.build import config_sections
+
+    backbone_sections, neck_sections = config_sections()
+    added = [*backbone_sections, *neck_sections]
+    clashes = sorted({name for name in added if added.count(name) > 1 or name in DEFAULTS["MODEL"]})
+    if clashes:
+        raise ValueError(f"registered config sections {clashes} clash with each other or with od2's MODEL keys")
+    sections_after = {"BACKBONE": backbone_sections, "NECK": neck_sections}
+    model: dict[str, Any] = {}
+    for key, value in DEFAULTS["MODEL"].items():
+        model[key] = value
+        model.update(sections_after.get(key, {}))
+    return {**DEFAULTS, "MODEL": model}
+
+
 def get_cfg() -> CfgNode:
     """A fresh copy of the defaults."""
-    return CfgNode(copy.deepcopy(DEFAULTS))
+    return CfgNode(copy.deepcopy(schema()))
+
+
+def check_choice(key: str, value: Any, choices: Sequence[Any]) -> None:
+    """Raise :class:`ConfigError` unless ``value`` is one of ``choices``: the message names ``key``, the value,
+    the allowed values and the closest one, e.g. ``MODEL.FPN.NORM 'gn' is not one of [...]; did you mean 'GN'?``."""
+    if value in choices:
+        return
+    by_lower = {str(c).lower(): c for c in choices}
+    close = difflib.get_close_matches(str(value).lower(), list(by_lower), n=1, cutoff=0.5)
+    hint = f"; did you mean {by_lower[close[0]]!r}?" if close else ""
+    raise ConfigError(f"{key} {value!r} is not one of {list(choices)}{hint}")
 
 
 def _all_keys(tree: dict, prefix: str = "") -> list[str]:
@@ -82,7 +121,7 @@ def _all_keys(tree: dict, prefix: str = "") -> list[str]:
 
 
 def _unknown_key_error(full_key: str, source: str) -> ConfigError:
-    candidates = _all_keys(DEFAULTS)
+    candidates = _all_keys(schema())
     close = difflib.get_close_matches(full_key, candidates, n=3, cutoff=0.6)
     if not close:  # a misspelt leaf under a right section: compare leaf names
         leaf = full_key.rsplit(".", 1)[-1]
@@ -135,8 +174,11 @@ def _check_type(full_key: str, default: Any, value: Any, source: str) -> Any:
     raise fail()
 
 
-def merge_into(cfg: dict, new: dict, source: str, defaults: dict = DEFAULTS, prefix: str = "") -> None:
-    """Merge ``new`` into ``cfg`` in place, validating keys and types against ``defaults``."""
+def merge_into(cfg: dict, new: dict, source: str, defaults: dict | None = None, prefix: str = "") -> None:
+    """Merge ``new`` into ``cfg`` in place, validating keys and types against ``defaults`` (the whole
+    :func:`schema` unless given)."""
+    if defaults is None:
+        defaults = schema()
     for key, value in new.items():
         full_key = f"{prefix}{key}"
         if full_key in RETIRED_KEYS:

@@ -1,9 +1,13 @@
-"""Typed defaults for every od2 config key.
+"""Typed defaults for every od2 config key but the backbones' and necks' own sections.
 
 The type of each default is the type a config file may give the key: an int default accepts ints, a float
 default accepts ints and floats, a list/tuple default accepts a list (its items checked against the
 default's first item when there is one). Key names follow detectron2 and the original object_detection2
 (see ../../README.md "Config keys" and docs/config.md for what each one means).
+
+The section of each backbone family (MODEL.RESNETS, MODEL.EFFICIENTNETS, ...) and of each neck (MODEL.FPN,
+MODEL.BIFPN, ...) belongs to its registration in od2.modeling (od2/modeling/registration.py);
+:func:`od2.config.get_cfg` inserts them after MODEL.BACKBONE and MODEL.NECK.
 """
 
 from __future__ import annotations
@@ -12,9 +16,6 @@ from typing import Any
 
 # Anchor sizes of the log: 32 * 2^(k/3) per level, P3..P7 (original-spec §3.5).
 LOG_ANCHOR_SIZES = [[round(32 * 2 ** (level + k / 3), 3) for k in range(3)] for level in range(5)]
-
-# Keys of the backbone-made C6/C7 levels (original-spec §3.2): which levels, their channels, norm and activation.
-C6C7_DEFAULTS: dict[str, Any] = {"MAKE_C6C7": "", "OUT_CHANNELS": 256, "NORM": "EvoNormS0", "ACTIVATION_FN": "NA"}
 
 DEFAULTS: dict[str, Any] = {
     "MODEL": {
@@ -35,42 +36,7 @@ DEFAULTS: dict[str, Any] = {
             "NORM": "FrozenBN",
             "PRETRAINED": False,
         },
-        # C6/C7 made in the backbone by stride-2 3x3 convs from C5 ("", "C6", "C6C7"), one section per backbone
-        # family as in the original; the section used is the one of MODEL.BACKBONE.NAME.
-        "RESNETS": {"DEPTH": 50, **C6C7_DEFAULTS},
-        "EFFICIENTNETS": dict(C6C7_DEFAULTS),
-        "MOBILENETS": dict(C6C7_DEFAULTS),
         "NECK": {"NAME": "fpn"},
-        "FPN": {
-            "IN_FEATURES": ["C3", "C4", "C5"],
-            "OUT_CHANNELS": 256,
-            "NORM": "",
-            "ACTIVATION_FN": "relu",
-            "FUSE_TYPE": "sum",
-        },
-        "TWOWAYFPN": {
-            "IN_FEATURES": ["C3", "C4", "C5", "C6", "C7"],
-            "OUT_CHANNELS": 256,
-            "NORM": "",
-            "ACTIVATION_FN": "relu",
-            "FUSE_TYPE": "wsum",
-        },
-        "PCONV": {
-            "IN_FEATURES": ["C3", "C4", "C5", "C6", "C7"],
-            "OUT_CHANNELS": 256,
-            "NORM": "",
-            "ACTIVATION_FN": "relu",
-            "NUM_CONVS": 3,
-        },
-        "BIFPN": {
-            "IN_FEATURES": ["C3", "C4", "C5", "C6", "C7"],
-            "OUT_CHANNELS": 64,
-            "NORM": "GN",
-            "ACTIVATION_FN": "swish",
-            "REPEAT": 3,
-            "SEPARABLE_CONV": False,
-            "DOWNSAMPLE_KERNEL": 2,
-        },
         "ANCHOR_GENERATOR": {
             "SIZES": LOG_ANCHOR_SIZES,
             "ASPECT_RATIOS": [[0.5, 1.0, 2.0]],

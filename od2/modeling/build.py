@@ -2,122 +2,112 @@
 
 The pieces: a bottom-up backbone (MODEL.BACKBONE.NAME, with C6/C7 from its family's MAKE_C6C7 section), a neck
 (MODEL.NECK.NAME, configured by its own section: MODEL.FPN, MODEL.TWOWAYFPN, MODEL.PCONV or MODEL.BIFPN) and
-the RetinaNet head on the neck's levels (MODEL.RETINANET). :func:`convert_for_inference` applies the opt-in
-inference speed-ups of the TEST section to a built model.
+the RetinaNet head on the neck's levels (MODEL.RETINANET). Backbones and necks are looked up in their
+registrations (``BACKBONES``, ``NECKS``), which own their builders and config sections. :func:`convert_for_inference`
+applies the opt-in inference speed-ups of the TEST section to a built model.
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
 
 import torch.nn as nn
 
-from od2.config import CfgNode, ConfigError
+from od2.config import CfgNode, ConfigError, check_choice
 from od2.layers import FUSE_TYPES, get_norm, norm_includes_activation
+from od2.layers.activations import ACTIVATIONS
+from od2.layers.norms import NO_NORM, NORMS
 from od2.layers.winograd import convert_to_winograd
 
 from .anchors import AnchorGenerator
-from .backbones import BackboneWithExtraLevels, build_backbone
+from .backbones import BACKBONES, BackboneWithExtraLevels
 from .backbones.extra_levels import MAKE_C6C7_CHOICES
 from .box_coder import BoxCoder
+from .losses import BOX_LOSS_TYPES
 from .matcher import Matcher
-from .necks import FPN, BiFPN, PConv, TwoWayFPN
+from .necks import NECKS
 from .necks.common import pyramid_levels
+from .protocols import Backbone, Neck
+from .registration import BackboneEntry, unique_sections
 from .retinanet import RetinaNet
 from .retinanet_head import RetinaNetHead
 
 logger = logging.getLogger(__name__)
 
-# Backbone name -> the config section holding its family's MAKE_C6C7 keys (the original's layout).
-BACKBONE_SECTIONS = {
-    "resnet": "RESNETS",
-    "efficientnet_lite0": "EFFICIENTNETS",
-    "efficientnet_b0": "EFFICIENTNETS",
-    "mobilenet_v3_large": "MOBILENETS",
-}
+NORM_CHOICES = [*NO_NORM, *NORMS]
 
 
-def build_bottom_up(cfg: CfgNode) -> nn.Module:
+def config_sections() -> tuple[dict[str, dict], dict[str, dict]]:
+    """The config sections the registrations own, each as section name -> defaults: (backbone families, necks).
+
+    :func:`od2.config.schema` inserts them after MODEL.BACKBONE and MODEL.NECK.
+    """
+    return unique_sections(BACKBONES.values()), unique_sections(NECKS.values())
+
+
+def backbone_entry(cfg: CfgNode) -> BackboneEntry:
+    """The registration of MODEL.BACKBONE.NAME; ConfigError for an unknown backbone."""
+    check_choice("MODEL.BACKBONE.NAME", cfg.MODEL.BACKBONE.NAME, list(BACKBONES))
+    return BACKBONES[cfg.MODEL.BACKBONE.NAME]
+
+
+def family_section_name(cfg: CfgNode) -> str:
+    """The config section of MODEL.BACKBONE.NAME's family (``RESNETS``, ``EFFICIENTNETS``, ...)."""
+    return backbone_entry(cfg).section.name
+
+
+def check_model_choices(cfg: CfgNode) -> None:
+    """ConfigError naming the key, the value and the allowed values for each choice key of the model that is not
+    one of its choices: names, norms, activations, fusions and the box loss (which the model would otherwise
+    reject only at its first training step)."""
+    model = cfg.MODEL
+    check_choice("MODEL.BACKBONE.NORM", model.BACKBONE.NORM, NORM_CHOICES)
+    # the section names come from the registrations of MODEL.BACKBONE.NAME and MODEL.NECK.NAME, checked first
+    for name in (family_section_name(cfg), neck_section_name(cfg), "RETINANET"):
+        section = model[name]
+        check_choice(f"MODEL.{name}.NORM", section.NORM, NORM_CHOICES)
+        check_choice(f"MODEL.{name}.ACTIVATION_FN", section.ACTIVATION_FN, list(ACTIVATIONS))
+        if "FUSE_TYPE" in section:
+            check_choice(f"MODEL.{name}.FUSE_TYPE", section.FUSE_TYPE, list(FUSE_TYPES))
+    check_choice("MODEL.RETINANET.BBOX_REG_LOSS_TYPE", model.RETINANET.BBOX_REG_LOSS_TYPE, list(BOX_LOSS_TYPES))
+
+
+def build_bottom_up(cfg: CfgNode) -> Backbone:
     """The backbone named by MODEL.BACKBONE.NAME with its norm (MODEL.BACKBONE.NORM) and FREEZE_AT."""
-    name = cfg.MODEL.BACKBONE.NAME
+    entry = backbone_entry(cfg)
     norm_name = cfg.MODEL.BACKBONE.NORM
 
     def norm_layer(channels: int) -> nn.Module:
         return get_norm(norm_name, channels) or nn.Identity()
 
-    kwargs = {"norm_layer": norm_layer, "freeze_at": cfg.MODEL.BACKBONE.FREEZE_AT}
-    if name == "resnet":
-        kwargs["depth"] = cfg.MODEL.RESNETS.DEPTH
-    elif name == "efficientnet_lite0":
-        kwargs["pretrained"] = cfg.MODEL.BACKBONE.PRETRAINED
-    elif cfg.MODEL.BACKBONE.PRETRAINED:
-        raise ConfigError(f"MODEL.BACKBONE.PRETRAINED: no offline ImageNet weights ship for {name!r} (only "
-                          "efficientnet_lite0); give a local torchvision state_dict as MODEL.WEIGHTS instead")
-    return build_backbone(name, **kwargs)
+    if cfg.MODEL.BACKBONE.PRETRAINED and not entry.ships_weights:
+        shipped = [name for name, e in BACKBONES.items() if e.ships_weights]
+        raise ConfigError(f"MODEL.BACKBONE.PRETRAINED: no offline ImageNet weights ship for {entry.name!r} (only "
+                          f"{', '.join(shipped)}); give a local torchvision state_dict as MODEL.WEIGHTS instead")
+    return entry.build(cfg.MODEL[entry.section.name], norm_layer, cfg.MODEL.BACKBONE.FREEZE_AT,
+                       cfg.MODEL.BACKBONE.PRETRAINED)
 
 
-def build_backbone_from_cfg(cfg: CfgNode) -> nn.Module:
+def build_backbone_from_cfg(cfg: CfgNode) -> Backbone:
     """The bottom-up backbone, wrapped in :class:`BackboneWithExtraLevels` when its MAKE_C6C7 asks for C6/C7."""
     body = build_bottom_up(cfg)
-    section_name = BACKBONE_SECTIONS.get(cfg.MODEL.BACKBONE.NAME)
-    if section_name is None:
-        return body
-    section = cfg.MODEL[section_name]
-    if section.MAKE_C6C7 not in MAKE_C6C7_CHOICES:
-        raise ConfigError(f"MODEL.{section_name}.MAKE_C6C7 {section.MAKE_C6C7!r} is not one of "
-                          f"{list(MAKE_C6C7_CHOICES)}")
+    family = family_section_name(cfg)
+    section = cfg.MODEL[family]
+    check_choice(f"MODEL.{family}.MAKE_C6C7", section.MAKE_C6C7, list(MAKE_C6C7_CHOICES))
     num_levels = MAKE_C6C7_CHOICES[section.MAKE_C6C7]
     if not num_levels:
         return body
     return BackboneWithExtraLevels(body, num_levels, section.OUT_CHANNELS, section.NORM, section.ACTIVATION_FN)
 
 
-def _build_fpn(section: CfgNode, in_channels: dict[str, int], num_extra: int) -> nn.Module:
-    if section.FUSE_TYPE not in FUSE_TYPES:
-        raise ConfigError(f"MODEL.FPN.FUSE_TYPE {section.FUSE_TYPE!r} is not one of {FUSE_TYPES}")
-    return FPN(in_channels, section.OUT_CHANNELS, norm=section.NORM, activation=section.ACTIVATION_FN,
-               num_extra_levels=num_extra, fuse_type=section.FUSE_TYPE)
-
-
-def _build_twoway_fpn(section: CfgNode, in_channels: dict[str, int], num_extra: int) -> nn.Module:
-    if section.FUSE_TYPE not in FUSE_TYPES:
-        raise ConfigError(f"MODEL.TWOWAYFPN.FUSE_TYPE {section.FUSE_TYPE!r} is not one of {FUSE_TYPES}")
-    return TwoWayFPN(in_channels, section.OUT_CHANNELS, norm=section.NORM, activation=section.ACTIVATION_FN,
-                     fuse_type=section.FUSE_TYPE)
-
-
-def _build_pconv(section: CfgNode, in_channels: dict[str, int], num_extra: int) -> nn.Module:
-    return PConv(in_channels, section.OUT_CHANNELS, norm=section.NORM, activation=section.ACTIVATION_FN,
-                 num_layers=section.NUM_CONVS)
-
-
-def _build_bifpn(section: CfgNode, in_channels: dict[str, int], num_extra: int) -> nn.Module:
-    return BiFPN(in_channels, section.OUT_CHANNELS, norm=section.NORM, activation=section.ACTIVATION_FN,
-                 num_cells=section.REPEAT, separable=section.SEPARABLE_CONV,
-                 downsample_kernel=section.DOWNSAMPLE_KERNEL, num_extra_levels=num_extra)
-
-
-# Neck name -> (config section, builder(section, in_channels, number of levels to add above the inputs)).
-NECKS: dict[str, tuple[str, Callable[[CfgNode, dict[str, int], int], nn.Module]]] = {
-    "fpn": ("FPN", _build_fpn),
-    "twoway_fpn": ("TWOWAYFPN", _build_twoway_fpn),
-    "pconv": ("PCONV", _build_pconv),
-    "bifpn": ("BIFPN", _build_bifpn),
-}
-# Necks that can make levels above their inputs themselves; the others need the backbone's C6/C7.
-NECKS_MAKING_LEVELS = ("fpn", "bifpn")
-
-
 def neck_section_name(cfg: CfgNode) -> str:
     """The config section of MODEL.NECK.NAME (``FPN``, ``TWOWAYFPN``, ...); ConfigError for an unknown neck."""
     name = cfg.MODEL.NECK.NAME
-    if name not in NECKS:
-        raise ConfigError(f"MODEL.NECK.NAME {name!r} is not one of {sorted(NECKS)}")
-    return NECKS[name][0]
+    check_choice("MODEL.NECK.NAME", name, list(NECKS))
+    return NECKS[name].section.name
 
 
-def build_neck(cfg: CfgNode, backbone: nn.Module) -> nn.Module:
+def build_neck(cfg: CfgNode, backbone: Backbone) -> Neck:
     """The neck MODEL.NECK.NAME on the backbone levels of its section's IN_FEATURES, up to the head's top level.
 
     Every backbone level the config makes must feed the neck: a level nobody reads leaves parameters without
@@ -130,7 +120,7 @@ def build_neck(cfg: CfgNode, backbone: nn.Module) -> nn.Module:
         levels = pyramid_levels(list(section.IN_FEATURES))
     except ValueError as err:
         raise ConfigError(f"MODEL.{section_name}.IN_FEATURES: {err}") from None
-    family = BACKBONE_SECTIONS.get(cfg.MODEL.BACKBONE.NAME, "RESNETS")
+    family = family_section_name(cfg)
     absent = [f for f in section.IN_FEATURES if f not in backbone.out_channels]
     if absent:
         raise ConfigError(f"MODEL.{section_name}.IN_FEATURES asks for {absent}, but the backbone gives "
@@ -148,18 +138,18 @@ def build_neck(cfg: CfgNode, backbone: nn.Module) -> nn.Module:
         raise ConfigError("MODEL.RETINANET.IN_FEATURES must name pyramid levels like [P3, P4, P5, P6, P7]; got "
                           f"{list(cfg.MODEL.RETINANET.IN_FEATURES)}") from None
     num_extra = max(top_level - levels[-1], 0)
-    if num_extra and name not in NECKS_MAKING_LEVELS:
+    if num_extra and not NECKS[name].makes_levels:
         raise ConfigError(f"MODEL.RETINANET.IN_FEATURES reaches P{top_level}, above MODEL.{section_name}."
                           f"IN_FEATURES; the {name} neck only has levels for its inputs: give it C6/C7 "
                           "(MAKE_C6C7=C6C7 and IN_FEATURES up to C7)")
-    return NECKS[name][1](section, in_channels, num_extra)
+    return NECKS[name].build(section, in_channels, num_extra)
 
 
 def warn_unused_activations(cfg: CfgNode) -> None:
     """Say so when a norm that includes its activation (EvoNorm-S0) makes an ACTIVATION_FN key moot."""
     keys = [neck_section_name(cfg), "RETINANET"]
-    family = BACKBONE_SECTIONS.get(cfg.MODEL.BACKBONE.NAME)
-    if family and cfg.MODEL[family].MAKE_C6C7:
+    family = family_section_name(cfg)
+    if cfg.MODEL[family].MAKE_C6C7:
         keys.append(family)
     for key in keys:
         section = cfg.MODEL[key]
@@ -176,6 +166,7 @@ def build_model(cfg: CfgNode, num_classes: int) -> RetinaNet:
                           "use 'RetinaNet'")
     head_cfg = model_cfg.RETINANET
     num_classes = head_cfg.NUM_CLASSES or num_classes
+    check_model_choices(cfg)
     warn_unused_activations(cfg)
     backbone = build_backbone_from_cfg(cfg)
     neck = build_neck(cfg, backbone)

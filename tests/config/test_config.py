@@ -7,7 +7,7 @@ import math
 import pytest
 import yaml
 
-from od2.config import ConfigError, get_cfg, load_config, parse_overrides
+from od2.config import ConfigError, check_choice, get_cfg, load_config, parse_overrides
 
 
 def write(path, text: str):
@@ -302,3 +302,13 @@ def test_default_anchor_sizes_follow_the_log():
         for got, want in zip(level_sizes, expected):
             assert math.isclose(got, want, abs_tol=1e-3), (level, got, want)
     assert math.isclose(sizes[4][2], 812.75, abs_tol=1e-2)  # spec §3.5's largest anchor
+
+
+def test_check_choice_names_key_value_choices_and_closest():
+    check_choice("MODEL.FPN.NORM", "GN", ["", "BN", "GN"])
+    with pytest.raises(ConfigError) as err:
+        check_choice("MODEL.FPN.NORM", "gn", ["", "BN", "GN"])
+    assert str(err.value) == "MODEL.FPN.NORM 'gn' is not one of ['', 'BN', 'GN']; did you mean 'GN'?"
+    with pytest.raises(ConfigError) as err:
+        check_choice("MODEL.RESNETS.DEPTH", 152, [18, 34, 50, 101])
+    assert str(err.value) == "MODEL.RESNETS.DEPTH 152 is not one of [18, 34, 50, 101]"

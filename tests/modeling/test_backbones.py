@@ -72,8 +72,8 @@ def test_build_backbone_names_and_pixel_stats() -> None:
     assert isinstance(build_backbone("efficientnet_lite0", pretrained=False), EfficientNetLite0)
     with pytest.raises(ValueError, match="efficientnet_lite0.*resnet"):
         build_backbone("resnet5O")
-    for cls in BACKBONES.values():
-        assert len(cls.pixel_mean) == 3 and len(cls.pixel_std) == 3
+    for entry in BACKBONES.values():
+        assert len(entry.constructor.pixel_mean) == 3 and len(entry.constructor.pixel_std) == 3
     assert ResNetBackbone.pixel_mean == (123.675, 116.28, 103.53)
     assert EfficientNetLite0.pixel_mean == EfficientNetLite0.pixel_std == (127.5, 127.5, 127.5)
 

@@ -8,14 +8,19 @@ an activation, Xavier-initialised. (The FPN instead makes P6/P7 itself, and the 
 
 from __future__ import annotations
 
+from typing import Any
+
 from torch import Tensor, nn
 
 from od2.layers import ConvNormAct
 
-__all__ = ["MAKE_C6C7_CHOICES", "BackboneWithExtraLevels"]
+__all__ = ["C6C7_DEFAULTS", "MAKE_C6C7_CHOICES", "BackboneWithExtraLevels"]
 
 # MAKE_C6C7 value -> number of extra levels.
 MAKE_C6C7_CHOICES: dict[str, int] = {"": 0, "C6": 1, "C6C7": 2}
+# The keys every backbone family's config section has for these levels (original-spec §3.2): which levels, their
+# channels, norm and activation.
+C6C7_DEFAULTS: dict[str, Any] = {"MAKE_C6C7": "", "OUT_CHANNELS": 256, "NORM": "EvoNormS0", "ACTIVATION_FN": "NA"}
 
 
 class BackboneWithExtraLevels(nn.Module):

@@ -11,7 +11,7 @@ from od2.layers.folded_norm import conv_norm
 from od2.layers.frozen_bn import FrozenBatchNorm2d
 from od2.modeling.backbones.utils import convert_to_frozen_bn
 
-__all__ = ["ResNetBackbone"]
+__all__ = ["RESNET_DEPTHS", "ResNetBackbone"]
 
 class BasicBlock(torchvision.models.resnet.BasicBlock):
     """torchvision's BasicBlock (same submodules and state_dict) with folded norms (od2.layers.conv_norm)."""
@@ -41,6 +41,7 @@ _ARCHITECTURES: dict[int, tuple[type[nn.Module], list[int]]] = {
     50: (Bottleneck, [3, 4, 6, 3]),
     101: (Bottleneck, [3, 4, 23, 3]),
 }
+RESNET_DEPTHS: tuple[int, ...] = tuple(_ARCHITECTURES)
 
 # Stage names in the order freeze_at counts them; stage 0 is the stem.
 _STAGES: tuple[tuple[str, ...], ...] = (("conv1", "bn1"), ("layer1",), ("layer2",), ("layer3",), ("layer4",))
