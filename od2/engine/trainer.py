@@ -95,8 +95,6 @@ class Trainer:
         self.optimizer = build_optimizer(self.bare_model, cfg.SOLVER)
         self.ema = self.new_ema()
         self.schedule = LRSchedule.from_cfg(cfg.SOLVER)
-        if cfg.INPUT.STITCHER.ENABLED:
-            self.bare_model.small_box_area = cfg.INPUT.STITCHER.SMALL_AREA
         self.start_iter = 0
         self.feed_state: dict = {}
         self.feed: TrainFeed | None = None
