@@ -176,11 +176,13 @@ def cmd_train(args: argparse.Namespace) -> int:
     from od2.engine import distributed as dist
     from od2.engine.setup import setup_logging
     from od2.engine.trainer import Trainer
+    from od2.evaluation.evaluate import build_evaluator
 
     cfg = load_config(args.config, args.opts)
     setup_logging(cfg.OUTPUT_DIR, dist_rank_from_env())
     logger.info("config %s with overrides %s", args.config, args.opts)
-    trainer = Trainer(cfg)
+    evaluates = cfg.TEST.EVAL_PERIOD > 0 and cfg.DATASETS.TEST
+    trainer = Trainer(cfg, evaluator=build_evaluator(cfg) if evaluates else None)
     try:
         trainer.train(resume=args.resume)
     finally:
