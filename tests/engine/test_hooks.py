@@ -5,14 +5,17 @@ from __future__ import annotations
 
 import ast
 import json
+import logging
 from pathlib import Path
 
 import pytest
 import torch
+import torch.nn as nn
 from test_train_e2e import digits_root, read_metrics, tiny_cfg  # noqa: F401 (digits_root is a fixture)
 
 from od2.engine.checkpoint import load_checkpoint
-from od2.engine.hooks import HookBase, merge_checkpoint_states
+from od2.engine.ema import ModelEMA
+from od2.engine.hooks import EMAHook, HookBase, merge_checkpoint_states
 from od2.engine.trainer import NonFiniteLossError, Trainer
 
 ENGINE = Path(__file__).resolve().parents[2] / "od2" / "engine"
@@ -86,6 +89,8 @@ def test_hooks_are_called_in_the_documented_order(digits_root, tmp_path):  # noq
     saved = load_checkpoint(tmp_path / "model_0000002.pth")
     assert (saved["test_steps"], saved["test_evaluations"]) == (2, 1)
     assert [m["iteration"] for m in read_metrics(tmp_path) if "eval/AP" in m] == [2, 3]
+    with pytest.raises(RuntimeError, match="restore the feed before training"):
+        trainer.feed.load_state_dict({"iteration": 0})
 
 
 def test_hook_state_round_trips_through_checkpoint_and_resume(digits_root, tmp_path):  # noqa: F811
@@ -128,7 +133,8 @@ def test_od2_train_passes_the_coco_evaluator(digits_root, tmp_path, monkeypatch)
 
     run = tmp_path / "run"
     config = tmp_path / "cfg.yaml"
-    config.write_text(tiny_cfg(run, *QUICK, "SOLVER.MAX_ITER=2", "TEST.EVAL_PERIOD=2").dump())
+    config.write_text(tiny_cfg(run, *QUICK, "SOLVER.MAX_ITER=2", "TEST.EVAL_PERIOD=2", "INPUT.MIN_SIZE_TEST=64",
+                               "INPUT.MAX_SIZE_TEST=96").dump())
     monkeypatch.setattr("od2.engine.setup.setup_logging", lambda *args: None)  # keep pytest's log handlers
     assert main(["train", "--config", str(config)]) == 0
     summary = json.loads((run / "eval" / "coco_summary.json").read_text())
@@ -141,6 +147,22 @@ def test_evaluation_asked_for_without_an_evaluator_is_an_error(digits_root, tmp_
     with pytest.raises(ValueError, match=r"TEST.EVAL_PERIOD=2 .*evaluator=.*TEST.EVAL_PERIOD=0"):
         Trainer(tiny_cfg(tmp_path, *QUICK, "TEST.EVAL_PERIOD=2"))
     Trainer(tiny_cfg(tmp_path, *QUICK, "TEST.EVAL_PERIOD=2", "DATASETS.TEST=[]"))  # nothing to evaluate on: fine
+
+
+def test_ema_hook_restarts_from_the_resumed_weights_without_ema_in_the_checkpoint(caplog):
+    model = nn.Linear(2, 2)
+    ema = ModelEMA(model, decay=0.9)
+    hook = EMAHook(ema, model)
+    hook.after_step(0, {})
+    assert ema.updates == 1
+    with torch.no_grad():
+        model.weight.fill_(5.0)  # the resumed weights
+    with caplog.at_level(logging.WARNING, logger="od2.engine.hooks.training"):
+        hook.load_state_dict({"iteration": 3})
+    assert ema.updates == 0 and torch.equal(ema.module.weight, torch.full((2, 2), 5.0))
+    assert "restarts from the resumed weights" in caplog.text
+    hook.load_state_dict({"ema": {"weight": torch.ones(2, 2), "bias": torch.zeros(2)}, "ema_updates": 7})
+    assert ema.updates == 7 and torch.equal(ema.module.weight, torch.ones(2, 2))
 
 
 def test_checkpoint_keys_of_two_hooks_must_differ():
