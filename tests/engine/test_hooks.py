@@ -143,10 +143,11 @@ def test_od2_train_passes_the_coco_evaluator(digits_root, tmp_path, monkeypatch)
     assert [m["iteration"] for m in evaluations] == [2] and evaluations[0]["eval/AP"] == summary["AP"]
 
 
-def test_evaluation_asked_for_without_an_evaluator_is_an_error(digits_root, tmp_path):  # noqa: F811
+def test_bad_trainer_arguments_are_clear_errors(digits_root, tmp_path):  # noqa: F811
     with pytest.raises(ValueError, match=r"TEST.EVAL_PERIOD=2 .*evaluator=.*TEST.EVAL_PERIOD=0"):
         Trainer(tiny_cfg(tmp_path, *QUICK, "TEST.EVAL_PERIOD=2"))
-    Trainer(tiny_cfg(tmp_path, *QUICK, "TEST.EVAL_PERIOD=2", "DATASETS.TEST=[]"))  # nothing to evaluate on: fine
+    with pytest.raises(TypeError, match="must subclass od2.engine.hooks.HookBase, got RecordingEvaluator"):
+        Trainer(tiny_cfg(tmp_path, *QUICK, "TEST.EVAL_PERIOD=2", "DATASETS.TEST=[]"), hooks=[RecordingEvaluator()])
 
 
 def test_ema_hook_restarts_from_the_resumed_weights_without_ema_in_the_checkpoint(caplog):
