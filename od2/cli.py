@@ -176,12 +176,14 @@ def cmd_train(args: argparse.Namespace) -> int:
     from od2.engine.run_info import write_run_info
     from od2.engine.setup import setup_logging
     from od2.engine.trainer import Trainer
+    from od2.evaluation.evaluate import build_evaluator
     from od2.utils import comm as dist
 
     cfg = load_config(args.config, args.opts)
     setup_logging(cfg.OUTPUT_DIR, dist_rank_from_env())
     logger.info("config %s with overrides %s", args.config, args.opts)
-    trainer = Trainer(cfg)
+    evaluates = cfg.TEST.EVAL_PERIOD > 0 and cfg.DATASETS.TEST
+    trainer = Trainer(cfg, evaluator=build_evaluator(cfg) if evaluates else None)
     if dist.is_main_process():
         write_run_info(cfg.OUTPUT_DIR, args.config, args.opts)
     try:

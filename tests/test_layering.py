@@ -28,7 +28,7 @@ LAYERS: dict[str, int] = {
     "cli": 8,
 }
 # Pairs that the ranks would allow but the design rules out: the trainer gets its evaluator as a hook.
-FORBIDDEN: set[tuple[str, str]] = set()
+FORBIDDEN = {("engine", "evaluation")}
 
 
 def _package_of(module: str) -> str | None:

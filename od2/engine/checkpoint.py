@@ -17,6 +17,8 @@ import torch
 
 logger = logging.getLogger(__name__)
 LAST_CHECKPOINT = "last_checkpoint"
+# The entries save_training_checkpoint writes itself; the caller's extra entries need other keys.
+TRAINING_CHECKPOINT_KEYS = ("model", "optimizer", "iteration", "rng")
 
 
 def atomic_torch_save(obj: Any, path: str | Path) -> None:

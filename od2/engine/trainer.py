@@ -1,10 +1,16 @@
 """The iteration-based training loop (SGD + warmup + decay + global-norm clipping), single or multi-process.
 
-``Trainer(cfg).train(resume=...)``: builds data, model and optimizer from the config, runs
-``SOLVER.MAX_ITER`` iterations, logs to a tqdm bar, ``metrics.jsonl`` and TensorBoard, saves atomic
-checkpoints every ``SOLVER.CHECKPOINT_PERIOD`` iterations and ``model_final.pth`` at the end, and evaluates
-every ``TEST.EVAL_PERIOD`` iterations. ``resume=True`` continues from ``OUTPUT_DIR/last_checkpoint`` as if
-the run had never stopped (model, optimizer, iteration, RNG, data order, EMA weights and GradScaler).
+``Trainer(cfg, evaluator=None, hooks=()).train(resume=...)``: builds data, model and optimizer from the config and
+runs ``SOLVER.MAX_ITER`` iterations; each one takes a batch, makes one SGD step and calls the hooks
+(:mod:`od2.engine.hooks`). The built-in hooks set the learning rate, update the EMA, feed the Stitcher, show a tqdm
+bar, write ``metrics.jsonl`` and TensorBoard every ``LOG_PERIOD`` iterations, evaluate every ``TEST.EVAL_PERIOD``
+iterations and at the end, and save atomic checkpoints every ``SOLVER.CHECKPOINT_PERIOD`` iterations and
+``model_final.pth`` at the end. ``resume=True`` continues from ``OUTPUT_DIR/last_checkpoint`` as if the run had never
+stopped (model, optimizer, iteration, RNG, GradScaler, and every hook's state: EMA weights, data order).
+
+The trainer does not import od2.evaluation: the caller passes the ``evaluator`` (``od2 train`` passes
+``od2.evaluation.evaluate.build_evaluator(cfg)``). Without one the run does not evaluate, and a config that asks
+for evaluations (TEST.EVAL_PERIOD > 0 and DATASETS.TEST) is a ValueError.
 
 ``SOLVER.AMP`` runs the forward under ``torch.autocast`` (bf16, or fp16 with a ``GradScaler`` that unscales
 before clipping and skips steps with non-finite gradients); the loss values are fp32 either way.
@@ -13,26 +19,46 @@ before clipping and skips steps with non-finite gradients); the loss values are 
 
 from __future__ import annotations
 
-import json
 import logging
 import math
 import time
 import warnings
+import weakref
+from collections.abc import Iterable
 from pathlib import Path
+from typing import Any
 
 import torch
 from torch.nn.parallel import DistributedDataParallel
-from tqdm import tqdm
 
 from od2.config import CfgNode, ConfigError
 from od2.data.setup import load_datasets
-from od2.evaluation.evaluate import evaluate_model
 from od2.layers.norms import convert_sync_batchnorm
 from od2.modeling.build import build_model
 from od2.utils import comm as dist
 
-from .checkpoint import LAST_CHECKPOINT, last_checkpoint, load_checkpoint, save_training_checkpoint, set_rng_state
+from .checkpoint import (
+    LAST_CHECKPOINT,
+    TRAINING_CHECKPOINT_KEYS,
+    last_checkpoint,
+    load_checkpoint,
+    save_training_checkpoint,
+    set_rng_state,
+)
 from .ema import ModelEMA
+from .errors import NonFiniteLossError
+from .hooks import (
+    EMAHook,
+    EvalHook,
+    Evaluator,
+    HookBase,
+    LRScheduler,
+    MetricsWriter,
+    PeriodicCheckpointer,
+    ProgressBar,
+    TrainFeedHook,
+    merge_checkpoint_states,
+)
 from .lr_schedule import LRSchedule
 from .optimizer import build_optimizer
 from .setup import load_initial_weights, resolve_device, set_seed
@@ -40,10 +66,7 @@ from .train_feed import TrainFeed
 
 logger = logging.getLogger(__name__)
 
-
-class NonFiniteLossError(FloatingPointError):
-    """Training produced a NaN or infinite loss."""
-
+__all__ = ["NonFiniteLossError", "Trainer", "amp_dtype"]
 
 AMP_DTYPES = {"": None, "bf16": torch.bfloat16, "fp16": torch.float16}
 
@@ -69,9 +92,24 @@ def amp_dtype(mode: str, device: torch.device) -> torch.dtype | None:
 
 
 class Trainer:
-    """Owns one training run; see the module docstring."""
+    """Owns one training run; see the module docstring.
 
-    def __init__(self, cfg: CfgNode):
+    Args:
+        cfg: the run's config.
+        evaluator: ``evaluator(model) -> summary`` run every TEST.EVAL_PERIOD iterations and at the end (see
+            :data:`od2.engine.hooks.Evaluator`); None trains without evaluating.
+        hooks: more hooks (:class:`od2.engine.hooks.HookBase`), run after the built-in state hooks and before the
+            writers, the evaluation and the checkpointer (the order in :mod:`od2.engine.hooks`).
+
+    Raises:
+        ValueError: TEST.EVAL_PERIOD > 0 with a DATASETS.TEST but no ``evaluator``.
+    """
+
+    def __init__(self, cfg: CfgNode, evaluator: Evaluator | None = None, hooks: Iterable[HookBase] = ()):
+        if evaluator is None and cfg.TEST.EVAL_PERIOD > 0 and cfg.DATASETS.TEST:
+            raise ValueError(f"TEST.EVAL_PERIOD={cfg.TEST.EVAL_PERIOD} asks for evaluations on {cfg.DATASETS.TEST[0]} "
+                             "but the Trainer got no evaluator: pass Trainer(cfg, evaluator=od2.evaluation.evaluate."
+                             "build_evaluator(cfg)) as `od2 train` does, or set TEST.EVAL_PERIOD=0")
         self.cfg = cfg
         self.device = dist.init_distributed(resolve_device(cfg.MODEL.DEVICE))
         self.amp_dtype = amp_dtype(cfg.SOLVER.AMP, self.device)
@@ -93,23 +131,48 @@ class Trainer:
             model = DistributedDataParallel(model, device_ids=device_ids)
         self.model = model
         self.optimizer = build_optimizer(self.bare_model, cfg.SOLVER)
-        self.ema = self.new_ema()
-        self.schedule = LRSchedule.from_cfg(cfg.SOLVER)
-        if cfg.INPUT.STITCHER.ENABLED:
-            self.bare_model.small_box_area = cfg.INPUT.STITCHER.SMALL_AREA
+        ema = cfg.MODEL.EMA
+        self.ema = ModelEMA(self.bare_model, ema.DECAY, ema.WARMUP) if ema.ENABLED else None
+        self.feed = TrainFeed(cfg, self.train_data.records)
         self.start_iter = 0
-        self.feed_state: dict = {}
-        self.feed: TrainFeed | None = None
-        self.writer = None
+        self.max_iter = cfg.SOLVER.MAX_ITER
+        self.iteration = 0  # the step running now (on_exception reports it)
+        self.data_time = 0.0
+        self.last_evaluation: dict[str, Any] | None = None
+        self.hooks: list[HookBase] = []
+        self.register_hooks(self.default_hooks(evaluator, hooks))
 
     @property
     def bare_model(self) -> torch.nn.Module:
         return self.model.module if isinstance(self.model, DistributedDataParallel) else self.model
 
-    def new_ema(self) -> ModelEMA | None:
-        """An EMA starting from the current weights, or None without MODEL.EMA.ENABLED."""
-        ema = self.cfg.MODEL.EMA
-        return ModelEMA(self.bare_model, ema.DECAY, ema.WARMUP) if ema.ENABLED else None
+    @property
+    def eval_model(self) -> torch.nn.Module:
+        """The weights evaluations use: the EMA's with MODEL.EMA, else the bare model."""
+        return self.ema.module if self.ema is not None else self.bare_model
+
+    def default_hooks(self, evaluator: Evaluator | None, extra: Iterable[HookBase]) -> list[HookBase]:
+        """The built-in hooks around ``extra`` in the order :mod:`od2.engine.hooks` documents."""
+        cfg = self.cfg
+        hooks: list[HookBase] = [LRScheduler(self.optimizer, LRSchedule.from_cfg(cfg.SOLVER))]
+        if self.ema is not None:
+            hooks.append(EMAHook(self.ema, self.bare_model))
+        hooks.append(TrainFeedHook(self.feed))
+        hooks.extend(extra)
+        if dist.is_main_process():
+            hooks += [ProgressBar(), MetricsWriter(self.output_dir, cfg.LOG_PERIOD)]
+        if evaluator is not None and cfg.TEST.EVAL_PERIOD > 0:
+            hooks.append(EvalHook(evaluator, cfg.TEST.EVAL_PERIOD))
+        hooks.append(PeriodicCheckpointer(cfg.SOLVER.CHECKPOINT_PERIOD))
+        return hooks
+
+    def register_hooks(self, hooks: Iterable[HookBase]) -> None:
+        """Append ``hooks`` to the hook list and give each one ``hook.trainer``."""
+        for hook in hooks:
+            if not isinstance(hook, HookBase):
+                raise TypeError(f"a trainer hook must subclass od2.engine.hooks.HookBase, got {type(hook).__name__}")
+            hook.trainer = weakref.proxy(self)  # a proxy: no reference cycle keeps a finished trainer alive
+            self.hooks.append(hook)
 
     def resume_or_start(self, resume: bool) -> None:
         """With ``resume``, restore everything from the last checkpoint in OUTPUT_DIR (if one exists)."""
@@ -126,24 +189,19 @@ class Trainer:
         self.bare_model.load_state_dict(state["model"])
         self.optimizer.load_state_dict(state["optimizer"])
         self.start_iter = int(state["iteration"])
-        self.feed_state = {key: state[key] for key in TrainFeed.STATE_KEYS if key in state}
         if "rng" in state and dist.get_world_size() == state.get("world_size", 1):
             set_rng_state(state["rng"])
-        if self.ema is not None and "ema" in state:
-            self.ema.load_state_dict(state)
-        elif self.ema is not None:
-            self.ema = self.new_ema()
-            logger.warning("%s holds no EMA weights: the EMA restarts from the resumed weights", path)
         if self.scaler.is_enabled() and "scaler" in state:
             self.scaler.load_state_dict(state["scaler"])
         elif self.scaler.is_enabled():
             logger.warning("%s holds no GradScaler state: the fp16 loss scale starts afresh", path)
-        logger.info("resumed from %s: model, optimizer, RNG%s%s restored; continuing at iteration %d", path,
-                    ", EMA" if "ema" in state and self.ema else "", ", GradScaler" if "scaler" in state else "",
-                    self.start_iter)
+        for hook in self.hooks:
+            hook.load_state_dict(state)
+        logger.info("resumed from %s: model, optimizer, RNG%s and the hooks' state restored; continuing at "
+                    "iteration %d", path, ", GradScaler" if "scaler" in state else "", self.start_iter)
 
-    def train(self, resume: bool = False) -> dict | None:
-        """Run training; returns the final evaluation summary dict (or None without evaluation)."""
+    def train(self, resume: bool = False) -> dict[str, Any] | None:
+        """Run training; returns the last evaluation's summary (None without evaluation, and on ranks > 0)."""
         cfg = self.cfg
         if dist.is_main_process():
             self.output_dir.mkdir(parents=True, exist_ok=True)
@@ -153,55 +211,31 @@ class Trainer:
                     f"SOLVER.AMP={cfg.SOLVER.AMP} (autocast {self.amp_dtype}, GradScaler "
                     f"{'on' if self.scaler.is_enabled() else 'off'})" if self.amp_dtype else "off (fp32)",
                     f"decay {cfg.MODEL.EMA.DECAY}, warmup {cfg.MODEL.EMA.WARMUP}" if self.ema else "off")
-        max_iter = cfg.SOLVER.MAX_ITER
-        self.feed = TrainFeed(cfg, self.train_data.records, self.start_iter, self.feed_state)
         self.model.train()
-        metrics_file = (self.output_dir / "metrics.jsonl").open("a") if dist.is_main_process() else None
-        if dist.is_main_process():
-            from torch.utils.tensorboard import SummaryWriter
-            self.writer = SummaryWriter(str(self.output_dir / "tensorboard"), purge_step=self.start_iter)
-        bar = tqdm(total=max_iter, initial=self.start_iter, desc="train", unit="it", dynamic_ncols=True,
-                   disable=not dist.is_main_process())
-        summary = None
+        self.iteration = self.start_iter
         try:
-            for iteration in range(self.start_iter, max_iter):
+            self.call_hooks("before_train")
+            for self.iteration in range(self.start_iter, self.max_iter):
+                self.call_hooks("before_step", self.iteration)
                 data_start = time.perf_counter()
                 batch = self.feed.next_batch()
-                data_time = time.perf_counter() - data_start
-                losses = self.step(iteration, batch)
-                self.feed.feedback(losses)
-                bar.update(1)
-                bar.set_postfix({k.removeprefix("loss_"): f"{v:.3f}" for k, v in losses.items()}
-                                | {"lr": f"{self.optimizer.param_groups[0]['lr']:.2e}"}, refresh=False)
-                done = iteration + 1
-                if dist.is_main_process() and ((cfg.LOG_PERIOD and done % cfg.LOG_PERIOD == 0) or done == max_iter):
-                    record = {"iteration": done, **losses, "lr": self.optimizer.param_groups[0]["lr"],
-                              "data_time": round(data_time, 4), "time": round(bar.format_dict["elapsed"], 2),
-                              **({"mosaic_batches": self.feed.mosaic_batches} if self.feed.enabled else {})}
-                    metrics_file.write(json.dumps(record) + "\n")
-                    metrics_file.flush()
-                    for key, value in losses.items():
-                        self.writer.add_scalar(f"train/{key}", value, done)
-                    self.writer.add_scalar("train/lr", record["lr"], done)
-                if cfg.SOLVER.CHECKPOINT_PERIOD and done % cfg.SOLVER.CHECKPOINT_PERIOD == 0 and done < max_iter:
-                    self.save(f"model_{done:07d}.pth", done)
-                if cfg.TEST.EVAL_PERIOD and (done % cfg.TEST.EVAL_PERIOD == 0 or done == max_iter):
-                    summary = self.evaluate(done, metrics_file)
-            bar.close()
-            self.save("model_final.pth", max_iter)
+                self.data_time = time.perf_counter() - data_start
+                losses = self.step(self.iteration, batch)
+                self.call_hooks("after_step", self.iteration, losses)
+        except BaseException as error:
+            self.call_hooks("on_exception", self.iteration, error)
+            raise
         finally:
-            bar.close()
-            if metrics_file:
-                metrics_file.close()
-            if self.writer:
-                self.writer.close()
-        return summary
+            self.call_hooks("after_train")
+        return self.last_evaluation
+
+    def call_hooks(self, method: str, *args: Any) -> None:
+        for hook in self.hooks:
+            getattr(hook, method)(*args)
 
     def step(self, iteration: int, batch: dict) -> dict[str, float]:
-        """One SGD update; returns the losses averaged over ranks (as floats)."""
-        lr = self.schedule(iteration)
-        for group in self.optimizer.param_groups:
-            group["lr"] = lr
+        """One SGD update at the learning rate the optimizer holds; returns the losses averaged over ranks (as
+        floats). A non-finite loss raises :class:`NonFiniteLossError` before anything changed."""
         images = batch["images"].to(self.device, non_blocking=True)
         targets = {"boxes": [b.to(self.device) for b in batch["boxes"]],
                    "labels": [lab.to(self.device) for lab in batch["labels"]]}
@@ -211,12 +245,9 @@ class Trainer:
         total = sum(v for k, v in loss_dict.items() if k.startswith("loss_"))  # other entries are statistics
         reduced = dist.reduce_mean({**loss_dict, "total_loss": total})
         if not math.isfinite(reduced["total_loss"]):
-            path = self.save(f"model_nonfinite_{iteration:07d}.pth", iteration)
             raise NonFiniteLossError(
-                f"loss is not finite at iteration {iteration} ({reduced}); stopped training. The state before "
-                f"this iteration is saved in {path}. Try a lower SOLVER.BASE_LR, a longer SOLVER.WARMUP_ITERS "
-                f"or SOLVER.CLIP_NORM; --resume starts from that state and replays the same batches, so change the "
-                f"config first."
+                f"loss is not finite at iteration {iteration} ({reduced}); stopped training. Try a lower "
+                f"SOLVER.BASE_LR, a longer SOLVER.WARMUP_ITERS or SOLVER.CLIP_NORM."
             )
         self.optimizer.zero_grad(set_to_none=True)
         self.scaler.scale(total).backward()  # the scaler is a pass-through unless SOLVER.AMP is fp16
@@ -225,35 +256,21 @@ class Trainer:
             torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.cfg.SOLVER.CLIP_NORM)
         self.scaler.step(self.optimizer)  # skipped when fp16 gradients hold inf/NaN
         self.scaler.update()
-        if self.ema is not None:
-            self.ema.update(self.bare_model)
         return reduced
 
-    def save(self, name: str, iteration: int) -> Path:
+    def save_checkpoint(self, name: str, iteration: int) -> Path:
+        """Write ``OUTPUT_DIR/name`` (rank 0) with the state before step ``iteration`` and every hook's state, and
+        point ``last_checkpoint`` at it; all ranks wait for it. Returns the path."""
         path = self.output_dir / name
         if dist.is_main_process():
-            extra = {**(self.ema.state_dict() if self.ema else {}), **(self.feed.state_dict() if self.feed else {}),
-                     **({"scaler": self.scaler.state_dict()} if self.scaler.is_enabled() else {})}
-            path = save_training_checkpoint(self.output_dir, name, self.bare_model, self.optimizer, iteration,
-                                            world_size=dist.get_world_size(),
-                                            class_names=list(self.class_names), **extra)
+            core = {"world_size": dist.get_world_size(), "class_names": list(self.class_names),
+                    **({"scaler": self.scaler.state_dict()} if self.scaler.is_enabled() else {})}
+            extra = merge_checkpoint_states(core, self.hooks, reserved=TRAINING_CHECKPOINT_KEYS)
+            path = save_training_checkpoint(self.output_dir, name, self.bare_model, self.optimizer, iteration, **extra)
         dist.barrier()
         return path
 
-    def evaluate(self, iteration: int, metrics_file) -> dict | None:
-        """COCO evaluation on DATASETS.TEST (of the EMA weights when enabled); logs AP and returns the summary."""
-        if not self.cfg.DATASETS.TEST:
-            return None
-        model = self.ema.module if self.ema else self.bare_model
-        summary = evaluate_model(self.cfg, model, self.device, self.cfg.DATASETS.TEST[0],
-                                 self.output_dir / "eval", quiet=True)
-        self.model.train()
-        if dist.is_main_process() and summary is not None:
-            tqdm.write(f"iteration {iteration}: AP {summary['AP']:.4f} AP50 {summary['AP50']:.4f}"
-                       + (" (EMA weights)" if self.ema else ""))
-            metrics_file.write(json.dumps({"iteration": iteration, **{f"eval/{k}": v for k, v in summary.items()}})
-                               + "\n")
-            metrics_file.flush()
-            for key in ("AP", "AP50", "AP75", "APs", "APm", "APl"):
-                self.writer.add_scalar(f"eval/{key}", summary[key], iteration)
-        return summary
+    def report_evaluation(self, iteration: int, summary: dict[str, Any] | None) -> None:
+        """Keep ``summary`` as ``last_evaluation`` and call every hook's ``after_evaluation`` (for evaluating hooks)."""
+        self.last_evaluation = summary
+        self.call_hooks("after_evaluation", iteration, summary)

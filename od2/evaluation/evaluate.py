@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import json
 import logging
+from collections.abc import Callable
 from pathlib import Path
 
 import torch
 
-from od2.config import CfgNode
+from od2.config import CfgNode, ConfigError
 from od2.data.setup import build_test_loader_from_cfg, load_datasets
 from od2.modeling.build import convert_for_inference
 from od2.utils import comm as dist
@@ -53,3 +54,20 @@ def evaluate_model(cfg: CfgNode, model: torch.nn.Module, device: torch.device, d
         print(f"model time: {result.seconds_per_image:.4f} s/img on {device} | evaluator time: "
               f"{summary.eval_seconds:.2f} s")
     return {**summary.as_dict(), **extra}
+
+
+def build_evaluator(cfg: CfgNode) -> Callable[[torch.nn.Module], dict | None]:
+    """The evaluation a training run makes every TEST.EVAL_PERIOD iterations: ``evaluate(model) -> summary``.
+
+    It runs :func:`evaluate_model` quietly on DATASETS.TEST[0], on the device the model's weights are on, writing
+    ``OUTPUT_DIR/eval``; the trainer takes it as ``Trainer(cfg, evaluator=build_evaluator(cfg))`` (what
+    ``od2 train`` does), since od2.engine does not import od2.evaluation.
+    """
+    if not cfg.DATASETS.TEST:
+        raise ConfigError("build_evaluator: DATASETS.TEST is empty; name the dataset to evaluate on")
+    dataset_name, out_dir = cfg.DATASETS.TEST[0], Path(cfg.OUTPUT_DIR) / "eval"
+
+    def evaluate(model: torch.nn.Module) -> dict | None:
+        return evaluate_model(cfg, model, next(model.parameters()).device, dataset_name, out_dir, quiet=True)
+
+    return evaluate

@@ -199,6 +199,7 @@ def build_model(cfg: CfgNode, num_classes: int) -> RetinaNet:
         box_loss_scale=head_cfg.BOX_REG_LOSS_SCALE, score_thresh=head_cfg.SCORE_THRESH_TEST,
         topk_candidates=head_cfg.TOPK_CANDIDATES_TEST, nms_thresh=head_cfg.NMS_THRESH_TEST,
         max_detections=cfg.TEST.DETECTIONS_PER_IMAGE, channels_last=model_cfg.CHANNELS_LAST,
+        small_box_area=cfg.INPUT.STITCHER.SMALL_AREA if cfg.INPUT.STITCHER.ENABLED else 0.0,
     )
     return model.to(memory_format=model.memory_format)
 

@@ -31,8 +31,6 @@ class RetinaNet(nn.Module):
         loss and test settings: as the MODEL.RETINANET config keys of the same names.
         channels_last: run the convolutions in NHWC memory layout (1.7x faster training on CPU here); the
             caller converts the module with ``.to(memory_format=torch.channels_last)``.
-
-    Attributes:
         small_box_area: when > 0, the training losses also report ``small_box_loss_share``: the share of the box
             regression loss that comes from ground-truth boxes with area below this (input pixels²), the
             feedback signal of the Stitcher data provider (Chen et al. 2020). Not a loss: it carries no gradient.
@@ -43,7 +41,8 @@ class RetinaNet(nn.Module):
                  pixel_mean: list[float], pixel_std: list[float], *, focal_alpha: float = 0.25,
                  focal_gamma: float = 2.0, box_loss_type: str = "smooth_l1", smooth_l1_beta: float = 1.0,
                  box_loss_scale: float = 1.0, score_thresh: float = 0.05, topk_candidates: int = 1000,
-                 nms_thresh: float = 0.5, max_detections: int = 100, channels_last: bool = False):
+                 nms_thresh: float = 0.5, max_detections: int = 100, channels_last: bool = False,
+                 small_box_area: float = 0.0):
         super().__init__()
         self.backbone, self.neck, self.head = backbone, neck, head
         self.in_features = list(in_features)
@@ -55,7 +54,7 @@ class RetinaNet(nn.Module):
         self.score_thresh, self.topk_candidates = score_thresh, topk_candidates
         self.nms_thresh, self.max_detections = nms_thresh, max_detections
         self.memory_format = torch.channels_last if channels_last else torch.contiguous_format
-        self.small_box_area = 0.0
+        self.small_box_area = small_box_area
 
     @property
     def num_classes(self) -> int:

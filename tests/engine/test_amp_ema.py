@@ -12,7 +12,6 @@ import torch
 import torch.nn as nn
 from test_train_e2e import digits_root, read_metrics, tiny_cfg  # noqa: F401 (digits_root is a fixture)
 
-import od2.engine.trainer as trainer_module
 from od2.cli import main
 from od2.config import ConfigError
 from od2.engine.checkpoint import load_checkpoint, load_model_weights, save_training_checkpoint
@@ -101,29 +100,27 @@ def test_load_model_weights_prefers_ema(tmp_path, caplog):
 EMA = ["MODEL.EMA.ENABLED=true", "MODEL.EMA.DECAY=0.9", "SOLVER.MAX_ITER=6", "TEST.EVAL_PERIOD=3"]
 
 
-def spy_evaluations(monkeypatch) -> list[nn.Module]:
-    """Replace the trainer's evaluate_model by a spy that records the module it gets; returns that record."""
-    seen: list[nn.Module] = []
+def spy_evaluator(seen: list[nn.Module]):
+    """An evaluator for Trainer(evaluator=...) that records the module it gets in ``seen``."""
 
-    def fake_evaluate(cfg, model, device, dataset_name, out_dir, quiet=False):
+    def fake_evaluate(model):
         seen.append(model)
         return {key: 0.0 for key in ("AP", "AP50", "AP75", "APs", "APm", "APl")}
 
-    monkeypatch.setattr(trainer_module, "evaluate_model", fake_evaluate)
-    return seen
+    return fake_evaluate
 
 
-def test_trainer_ema_resume_eval_and_checkpoint(digits_root, tmp_path, monkeypatch):  # noqa: F811
-    seen = spy_evaluations(monkeypatch)
+def test_trainer_ema_resume_eval_and_checkpoint(digits_root, tmp_path):  # noqa: F811
+    seen: list[nn.Module] = []
     straight, split = tmp_path / "straight", tmp_path / "split"
-    trainer = Trainer(tiny_cfg(straight, *EMA))
+    trainer = Trainer(tiny_cfg(straight, *EMA), evaluator=spy_evaluator(seen))
     trainer.train()
     assert len(seen) == 2 and all(model is trainer.ema.module for model in seen)  # iterations 3 and 6
-    Trainer(tiny_cfg(split, *EMA, "SOLVER.CHECKPOINT_PERIOD=3")).train()
+    Trainer(tiny_cfg(split, *EMA, "SOLVER.CHECKPOINT_PERIOD=3"), evaluator=spy_evaluator([])).train()
     (split / "model_final.pth").unlink()  # a crash after the iteration-3 checkpoint
     (split / "last_checkpoint").write_text("model_0000003.pth")
     assert load_checkpoint(split / "model_0000003.pth")["ema_updates"] == 3
-    Trainer(tiny_cfg(split, *EMA, "SOLVER.CHECKPOINT_PERIOD=3")).train(resume=True)
+    Trainer(tiny_cfg(split, *EMA, "SOLVER.CHECKPOINT_PERIOD=3"), evaluator=spy_evaluator([])).train(resume=True)
     a, b = load_checkpoint(straight / "model_final.pth"), load_checkpoint(split / "model_final.pth")
     assert a["ema_updates"] == b["ema_updates"] == 6
     assert a["ema"].keys() == a["model"].keys()

@@ -40,6 +40,16 @@ def test_small_box_loss_share_is_the_share_of_box_loss_from_small_ground_truth(t
                                                {"boxes": [gt], "labels": [torch.tensor([1, 2])]})
 
 
+def test_build_model_gives_the_model_the_stitcher_small_area(tmp_path):
+    on = build_model(tiny_cfg(tmp_path, *STITCHER, "INPUT.STITCHER.SMALL_AREA=400"), num_classes=10)
+    off = build_model(tiny_cfg(tmp_path, "INPUT.STITCHER.SMALL_AREA=400"), num_classes=10)
+    assert (on.small_box_area, off.small_box_area) == (400.0, 0.0)
+    images, sizes = torch.randint(0, 255, (1, 3, 128, 128), dtype=torch.uint8), torch.tensor([[128, 128]])
+    targets = {"boxes": [torch.tensor([[10.0, 10.0, 25.0, 25.0]])], "labels": [torch.tensor([1])]}
+    assert "small_box_loss_share" in on.train()(images, sizes, targets)
+    assert "small_box_loss_share" not in off.train()(images, sizes, targets)
+
+
 @pytest.mark.parametrize("threshold,expect_mosaics", [(0.0, 0), (1.01, 3)])
 def test_threshold_decides_the_next_batch(tmp_path, threshold, expect_mosaics):
     # Share < 0 never holds; share < 1.01 always holds, so every batch after the first is a mosaic batch.

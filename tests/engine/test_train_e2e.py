@@ -18,6 +18,7 @@ from od2.data.catalog import get_dataset, register_coco_instances
 from od2.data.datasets.digits import ensure_digits
 from od2.engine.checkpoint import load_checkpoint
 from od2.engine.trainer import NonFiniteLossError, Trainer
+from od2.evaluation.evaluate import build_evaluator
 
 REPO = Path(__file__).resolve().parents[2]
 TRAIN, VAL = "e2e_digits_train", "e2e_digits_val"
@@ -59,7 +60,7 @@ def read_metrics(run: Path) -> list[dict]:
 @pytest.mark.slow
 def test_training_lowers_loss_and_learns_to_detect(digits_root, tmp_path):
     cfg = tiny_cfg(tmp_path, "SOLVER.MAX_ITER=150", "TEST.EVAL_PERIOD=150")
-    summary = Trainer(cfg).train()
+    summary = Trainer(cfg, evaluator=build_evaluator(cfg)).train()
     losses = [m["total_loss"] for m in read_metrics(tmp_path) if "total_loss" in m]
     assert len(losses) == 150
     first, last = sum(losses[:10]) / 10, sum(losses[-10:]) / 10

@@ -1,0 +1,36 @@
+"""Hooks: the jobs around the training loop, each with its own checkpoint state (detectron2's hooks, Lightning's
+callbacks). :class:`HookBase` documents the interface and the call order.
+
+``Trainer(cfg, evaluator=None, hooks=())`` runs its hooks in this order:
+
+1. :class:`LRScheduler`: the learning rate of the step (``before_step``).
+2. :class:`EMAHook` (MODEL.EMA): the EMA update; checkpoint ``ema``, ``ema_updates``.
+3. :class:`TrainFeedHook`: the Stitcher's choice of the next batch; checkpoint ``feed_*``.
+4. the caller's ``hooks``, in their order.
+5. :class:`ProgressBar`, :class:`MetricsWriter` (rank 0 only): tqdm, ``metrics.jsonl``, TensorBoard.
+6. :class:`EvalHook` (with an evaluator and TEST.EVAL_PERIOD > 0): evaluation, then every hook's
+   ``after_evaluation``.
+7. :class:`PeriodicCheckpointer`: checkpoints, after everything else a step did.
+
+So a hook of the caller sees a step's ``after_step`` before that step's ``after_evaluation``, and both before the
+checkpoint of that step is written.
+"""
+
+from .base import HookBase, merge_checkpoint_states
+from .checkpointer import PeriodicCheckpointer
+from .evaluation import EvalHook, Evaluator
+from .training import EMAHook, LRScheduler, TrainFeedHook
+from .writers import MetricsWriter, ProgressBar
+
+__all__ = [
+    "EMAHook",
+    "EvalHook",
+    "Evaluator",
+    "HookBase",
+    "LRScheduler",
+    "MetricsWriter",
+    "PeriodicCheckpointer",
+    "ProgressBar",
+    "TrainFeedHook",
+    "merge_checkpoint_states",
+]

@@ -1,0 +1,97 @@
+"""Hooks that report progress: the tqdm bar, and metrics.jsonl + TensorBoard (rank 0 registers them, the others
+don't)."""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+from typing import IO, Any
+
+from tqdm import tqdm
+
+from .base import HookBase
+
+# Summary entries the one-line evaluation report prints when the evaluator returns them (COCO's headline numbers).
+HEADLINE_METRICS = ("AP", "AP50")
+
+
+class ProgressBar(HookBase):
+    """A tqdm bar over the run's iterations whose postfix shows the last step's losses and learning rate."""
+
+    def __init__(self):
+        self.bar: tqdm | None = None
+
+    def before_train(self) -> None:
+        self.bar = tqdm(total=self.trainer.max_iter, initial=self.trainer.start_iter, desc="train", unit="it",
+                        dynamic_ncols=True)
+
+    def after_step(self, iteration: int, losses: dict[str, float]) -> None:
+        self.bar.update(1)
+        self.bar.set_postfix({k.removeprefix("loss_"): f"{v:.3f}" for k, v in losses.items()}
+                             | {"lr": f"{self.trainer.optimizer.param_groups[0]['lr']:.2e}"}, refresh=False)
+
+    def after_train(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
+
+
+class MetricsWriter(HookBase):
+    """Appends to ``output_dir/metrics.jsonl`` and writes TensorBoard scalars to ``output_dir/tensorboard``.
+
+    Every ``period`` steps (0 = only the last) and after the last step: one record ``{"iteration": steps done,
+    loss entries..., "lr", "data_time", "time": seconds since training (re)started, "mosaic_batches" with
+    Stitcher}`` and the scalars ``train/<loss entry>``, ``train/lr``. After each evaluation: one record
+    ``{"iteration", "eval/<key>": value...}`` with every summary entry, the scalars ``eval/<key>`` of its float
+    entries, and a printed line with its AP and AP50. A resumed run appends, and TensorBoard drops the events
+    after the resumed iteration.
+    """
+
+    def __init__(self, output_dir: str | Path, period: int):
+        self.output_dir, self.period = Path(output_dir), period
+        self.file: IO[str] | None = None
+        self.tensorboard = None
+        self.start_time = 0.0
+
+    def before_train(self) -> None:
+        from torch.utils.tensorboard import SummaryWriter  # imports tensorboard: only where a run writes
+
+        self.file = (self.output_dir / "metrics.jsonl").open("a")
+        self.tensorboard = SummaryWriter(str(self.output_dir / "tensorboard"), purge_step=self.trainer.start_iter)
+        self.start_time = time.perf_counter()
+
+    def after_step(self, iteration: int, losses: dict[str, float]) -> None:
+        done = iteration + 1
+        if not ((self.period and done % self.period == 0) or done == self.trainer.max_iter):
+            return
+        trainer = self.trainer
+        lr = trainer.optimizer.param_groups[0]["lr"]
+        record = {"iteration": done, **losses, "lr": lr, "data_time": round(trainer.data_time, 4),
+                  "time": round(time.perf_counter() - self.start_time, 2),
+                  **({"mosaic_batches": trainer.feed.mosaic_batches} if trainer.feed.enabled else {})}
+        self.write(record)
+        for key, value in losses.items():
+            self.tensorboard.add_scalar(f"train/{key}", value, done)
+        self.tensorboard.add_scalar("train/lr", lr, done)
+
+    def after_evaluation(self, iteration: int, summary: dict[str, Any] | None) -> None:
+        if summary is None:
+            return
+        done = iteration + 1
+        headline = {k: summary[k] for k in HEADLINE_METRICS if k in summary}
+        tqdm.write(f"iteration {done}: " + " ".join(f"{k} {v:.4f}" for k, v in headline.items())
+                   + (" (EMA weights)" if self.trainer.ema is not None else ""))
+        self.write({"iteration": done, **{f"eval/{k}": v for k, v in summary.items()}})
+        for key, value in summary.items():
+            if isinstance(value, float):
+                self.tensorboard.add_scalar(f"eval/{key}", value, done)
+
+    def write(self, record: dict[str, Any]) -> None:
+        self.file.write(json.dumps(record) + "\n")
+        self.file.flush()
+
+    def after_train(self) -> None:
+        if self.file is not None:
+            self.file.close()
+        if self.tensorboard is not None:
+            self.tensorboard.close()
