@@ -15,10 +15,11 @@ PACKAGE = Path(__file__).resolve().parents[1] / "od2"
 
 # Lowest first. A module may import from its own package and from packages of a lower rank.
 LAYERS: dict[str, int] = {
-    "utils": 0,        # leaf helpers: comm (distributed), visualize, cpu_heap
-    "config": 1,
-    "layers": 2,
-    "modeling": 3,
+    "utils": 0,        # leaf helpers: comm (distributed), cfg_node, visualize, cpu_heap, atomic writes
+    "layers": 1,
+    "modeling": 2,
+    "config": 3,       # the schema includes the sections that backbone and neck registrations own
+    "models": 4,       # builders without YAML: od2.models.retinanet(...), efficientdet_d0(...)
     "data": 4,         # the training pipeline only
     "evaluation": 5,
     "export": 5,

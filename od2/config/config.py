@@ -20,9 +20,11 @@ import functools
 import logging
 import re
 from pathlib import Path
-from typing import Any, Iterable, Sequence
+from typing import Any, Iterable
 
 import yaml
+
+from od2.utils.cfg_node import CfgNode, ConfigError
 
 from .defaults import DEFAULTS, RETIRED_KEYS
 
@@ -33,43 +35,6 @@ BASE_KEY = "_BASE_"
 _YAML11_EXP_FLOAT = re.compile(r"[-+]?(\d+\.?\d*|\.\d+)[eE][-+]?\d+")
 
 
-class ConfigError(ValueError):
-    """A config file or override names an unknown key or gives a value of the wrong type."""
-
-
-class CfgNode(dict):
-    """A dict with attribute access (``cfg.SOLVER.BASE_LR``), nested ``CfgNode`` for sub-sections."""
-
-    def __init__(self, data: dict | None = None):
-        super().__init__()
-        for key, value in (data or {}).items():
-            self[key] = CfgNode(value) if isinstance(value, dict) else value
-
-    def __getattr__(self, name: str) -> Any:
-        try:
-            return self[name]
-        except KeyError:
-            raise AttributeError(f"config has no key {name!r}") from None
-
-    def __setattr__(self, name: str, value: Any) -> None:
-        self[name] = value
-
-    def to_dict(self) -> dict:
-        """Plain nested dicts (lists stay lists), e.g. for YAML dumping."""
-        return {k: v.to_dict() if isinstance(v, CfgNode) else copy.deepcopy(v) for k, v in self.items()}
-
-    def dump(self) -> str:
-        """The config as YAML text that :func:`load_config` reads back to an equal config."""
-        return yaml.safe_dump(self.to_dict(), sort_keys=False, default_flow_style=None)
-
-    def get_path(self, dotted: str) -> Any:
-        """``cfg.get_path("SOLVER.BASE_LR")``."""
-        node: Any = self
-        for part in dotted.split("."):
-            node = node[part]
-        return node
-
-
 @functools.cache
 def schema() -> dict[str, Any]:
     """Every config key with its default: :data:`DEFAULTS` with the section of each registered backbone family
@@ -77,8 +42,7 @@ def schema() -> dict[str, Any]:
     ``od2.modeling.backbones.BACKBONES`` / ``od2.modeling.necks.NECKS`` own them, so adding a backbone or neck is
     one edit). Shared and cached: read it, copy it (:func:`get_cfg`) before changing anything.
     """
-    # The one reference from config to modeling: the registrations hold plain data (section names and defaults),
-    # read on the first call so that importing od2.config stays light.
+    # Read on the first call, so that importing od2.config stays light (no torch).
     from od2.modeling.build import config_sections
 
     backbone_sections, neck_sections = config_sections()
@@ -97,17 +61,6 @@ def schema() -> dict[str, Any]:
 def get_cfg() -> CfgNode:
     """A fresh copy of the defaults."""
     return CfgNode(copy.deepcopy(schema()))
-
-
-def check_choice(key: str, value: Any, choices: Sequence[Any]) -> None:
-    """Raise :class:`ConfigError` unless ``value`` is one of ``choices``: the message names ``key``, the value,
-    the allowed values and the closest one, e.g. ``MODEL.FPN.NORM 'gn' is not one of [...]; did you mean 'GN'?``."""
-    if value in choices:
-        return
-    by_lower = {str(c).lower(): c for c in choices}
-    close = difflib.get_close_matches(str(value).lower(), list(by_lower), n=1, cutoff=0.5)
-    hint = f"; did you mean {by_lower[close[0]]!r}?" if close else ""
-    raise ConfigError(f"{key} {value!r} is not one of {list(choices)}{hint}")
 
 
 def _all_keys(tree: dict, prefix: str = "") -> list[str]:

@@ -13,11 +13,11 @@ import logging
 
 import torch.nn as nn
 
-from od2.config import CfgNode, ConfigError, check_choice
 from od2.layers import FUSE_TYPES, get_norm, norm_includes_activation
 from od2.layers.activations import ACTIVATIONS
 from od2.layers.norms import NO_NORM, NORMS
 from od2.layers.winograd import convert_to_winograd
+from od2.utils.cfg_node import CfgNode, ConfigError, check_choice
 
 from .anchors import AnchorGenerator
 from .backbones import BACKBONES, BackboneWithExtraLevels

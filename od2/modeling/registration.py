@@ -14,7 +14,7 @@ from typing import Any
 
 from torch import nn
 
-from od2.config import CfgNode
+from od2.utils.cfg_node import CfgNode
 
 from .protocols import Backbone, Neck
 

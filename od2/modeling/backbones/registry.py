@@ -11,13 +11,13 @@ from typing import Any
 
 from torch import nn
 
-from od2.config import CfgNode, check_choice
 from od2.modeling.backbones.efficientnet_lite import EfficientNetLite0
 from od2.modeling.backbones.extra_levels import C6C7_DEFAULTS
 from od2.modeling.backbones.resnet import RESNET_DEPTHS, ResNetBackbone
 from od2.modeling.backbones.torchvision_features import EfficientNetB0, MobileNetV3Large
 from od2.modeling.protocols import Backbone
 from od2.modeling.registration import BackboneEntry, ConfigSection
+from od2.utils.cfg_node import CfgNode, check_choice
 
 __all__ = ["BACKBONES", "build_backbone"]
 

@@ -7,9 +7,9 @@ Adding a neck: its module (a class satisfying :class:`~od2.modeling.protocols.Ne
 
 from __future__ import annotations
 
-from od2.config import CfgNode
 from od2.modeling.protocols import Neck
 from od2.modeling.registration import ConfigSection, NeckEntry
+from od2.utils.cfg_node import CfgNode
 
 from .bifpn import BiFPN
 from .fpn import FPN
