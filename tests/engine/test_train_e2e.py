@@ -1,5 +1,5 @@
 """End-to-end: train a tiny RetinaNet on a small digits set, evaluate it, resume exactly, stop on NaN,
-run under torchrun with two gloo processes, and drive the CLI."""
+run under torchrun with two gloo processes (and one with SyncBN), and drive the CLI."""
 
 from __future__ import annotations
 
@@ -146,6 +146,18 @@ def test_torchrun_two_processes_gloo(digits_root, tmp_path):
     metrics = [m for m in read_metrics(run_dir) if "total_loss" in m]
     assert [m["iteration"] for m in metrics] == [1, 2, 3, 4]
 
+
+def test_torchrun_one_cpu_process_trains_with_syncbn(digits_root, tmp_path):
+    torchrun = shutil.which("torchrun", path=str(Path(sys.executable).parent))
+    run_dir = tmp_path / "run"
+    config = _write_tiny_config(tmp_path / "cfg.yaml", run_dir,
+                                ["SOLVER.MAX_ITER=2", "SOLVER.IMS_PER_BATCH=2", "MODEL.FPN.NORM=SyncBN"])
+    cmd = [torchrun, "--nproc_per_node=1", "--standalone", "-m", "tests.engine.run_registered", str(digits_root),
+           "train", "--config", str(config)]
+    result = _run(cmd, REPO)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    assert "SyncBN runs as per-process BatchNorm on CPU" in result.stderr
+    assert (run_dir / "model_final.pth").is_file()
 
 def test_cli_eval_and_eval_json(digits_root, tmp_path, capsys):
     from od2.cli import main
