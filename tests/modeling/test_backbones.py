@@ -199,6 +199,41 @@ def test_lite0_norm_options() -> None:
         EfficientNetLite0(pretrained=True, norm_layer=lambda c: nn.GroupNorm(8, c))
 
 
+def _bn_buffers(module: nn.Module) -> dict[str, torch.Tensor]:
+    return {k: v.clone() for k, v in module.state_dict().items() if k.endswith(("running_mean", "running_var"))}
+
+
+@pytest.mark.parametrize("freeze_at", [1, 3])
+def test_lite0_freeze_at_fixes_the_bn_statistics_of_frozen_stages(freeze_at: int) -> None:
+    torch.manual_seed(0)
+    model = EfficientNetLite0(pretrained=False, norm_layer=nn.BatchNorm2d, freeze_at=freeze_at).train()
+    num_frozen_stages = {1: 0, 3: 3}[freeze_at]  # the stem plus stages 0..2 end at stride 8 = 2**3
+    frozen = [model.stem, *model.stages[:num_frozen_stages]]
+    trainable = list(model.stages[num_frozen_stages:])
+    before = [_bn_buffers(m) for m in frozen + trainable]
+    model(torch.randn(2, 3, 64, 64) * 3 + 1)
+    after = [_bn_buffers(m) for m in frozen + trainable]
+    for module, old, new in zip(frozen + trainable, before, after):
+        moved = any(not torch.equal(old[k], new[k]) for k in old)
+        assert moved == (module not in frozen)
+    assert all(isinstance(m, FrozenBatchNorm2d) for f in frozen for m in f.modules() if hasattr(m, "running_var"))
+    assert not any(p.requires_grad for f in frozen for p in f.parameters())
+
+
+def test_lite0_freeze_keeps_the_state_dict_keys() -> None:
+    unfrozen = EfficientNetLite0(pretrained=False, norm_layer=nn.BatchNorm2d, freeze_at=0)
+    frozen = EfficientNetLite0(pretrained=False, norm_layer=nn.BatchNorm2d, freeze_at=3)
+    frozen_prefixes = ("stem.", "stages.0.", "stages.1.", "stages.2.")
+    counters = {k for k in unfrozen.state_dict() if k.startswith(frozen_prefixes) and k.endswith("num_batches_tracked")}
+    # FrozenBatchNorm2d keeps weight, bias and statistics under the same names; only the step counter goes.
+    assert set(frozen.state_dict()) == set(unfrozen.state_dict()) - counters
+    frozen.load_state_dict(unfrozen.state_dict(), strict=True)  # a checkpoint of the unfrozen layout still loads
+    x = torch.randn(1, 3, 64, 64)
+    with torch.no_grad():
+        expected = unfrozen.eval()(x)
+        for key, value in frozen.eval()(x).items():
+            torch.testing.assert_close(value, expected[key])
+
 def test_lite0_gradients_reach_every_parameter(lite0: EfficientNetLite0) -> None:
     lite0.zero_grad(set_to_none=True)
     out = lite0(torch.randn(2, 3, 64, 64))

@@ -15,6 +15,7 @@ from torch import Tensor, nn
 from torchvision.ops import StochasticDepth
 
 from od2.layers.frozen_bn import FrozenBatchNorm2d
+from od2.modeling.backbones.utils import convert_to_frozen_bn
 
 logger = logging.getLogger(__name__)
 
@@ -165,6 +166,9 @@ class EfficientNetLite0(nn.Module):
         drop_path_rate: stochastic depth; block ``i`` of 16 drops its residual branch per sample with probability
             ``drop_path_rate * i / 16`` (EfficientNet's schedule), only in ``train()`` mode and only on blocks with
             an identity shortcut.
+        freeze_at: 0 trains everything; k >= 1 freezes the stem and the stages that end at or before stride
+            ``2**k`` (1: the stem only, 5: everything), like ResNetBackbone. Frozen parts get ``requires_grad=False``
+            and their BatchNorms become ``FrozenBatchNorm2d``.
     """
 
     pixel_mean: tuple[float, float, float] = (127.5, 127.5, 127.5)
@@ -205,13 +209,15 @@ class EfficientNetLite0(nn.Module):
         self.freeze(freeze_at)
 
     def freeze(self, freeze_at: int) -> None:
-        """Stop gradients for the stem and the first stages (see ``freeze_at`` in the class docstring)."""
+        """Freeze the stem and the first stages (see ``freeze_at`` in the class docstring): their parameters stop
+        taking gradients and their BatchNorms become ``FrozenBatchNorm2d``, so their statistics stop moving too
+        (as in ResNetBackbone). The state_dict keeps its keys, less the frozen norms' ``num_batches_tracked``."""
         if freeze_at not in _FROZEN_STAGES_AT:
             raise ValueError(f"freeze_at must be in [0, {max(_FROZEN_STAGES_AT)}], got {freeze_at}")
         frozen = ([self.stem] if freeze_at >= 1 else []) + list(self.stages[: _FROZEN_STAGES_AT[freeze_at]])
         for module in frozen:
-            for param in module.parameters():
-                param.requires_grad_(False)
+            module.requires_grad_(False)
+            convert_to_frozen_bn(module)  # in place: none of these modules is itself a norm
 
     def _init_weights(self) -> None:
         for m in self.modules():
