@@ -3,9 +3,8 @@
 from __future__ import annotations
 
 import torch
+import torch.nn as nn
 import torch.nn.functional as F
-
-from .cpu_conv import Conv2d
 
 
 def tf_same_padding(height: int, width: int, kernel: int, stride: int) -> tuple[int, int, int, int]:
@@ -26,10 +25,10 @@ def tf_same_padding(height: int, width: int, kernel: int, stride: int) -> tuple[
     return pads[0], pads[1], pads[2], pads[3]
 
 
-class Conv2dSame(Conv2d):
-    """A square-kernel conv (:class:`od2.layers.cpu_conv.Conv2d`, no bias) with TF 'SAME' zero padding computed from
-    the input size: ``float [B, C_in, H, W] -> float [B, C_out, ceil(H/s), ceil(W/s)]``. For stride 1 and an odd
-    kernel this is the symmetric ``k // 2`` padding, so it is meant for strided convs."""
+class Conv2dSame(nn.Conv2d):
+    """A square-kernel ``nn.Conv2d`` (no bias) with TF 'SAME' zero padding computed from the input size:
+    ``float [B, C_in, H, W] -> float [B, C_out, ceil(H/s), ceil(W/s)]``. For stride 1 and an odd kernel this is
+    the symmetric ``k // 2`` padding, so it is meant for strided convs."""
 
     def __init__(self, in_channels: int, out_channels: int, kernel_size: int, stride: int, groups: int = 1) -> None:
         super().__init__(in_channels, out_channels, kernel_size, stride, padding=0, groups=groups, bias=False)
