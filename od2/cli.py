@@ -37,7 +37,9 @@ Config keys are documented in docs/config.md; any of them can be overridden as K
 
 
 def _add_config_args(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--config", required=True, help="YAML config file (may use _BASE_ inheritance)")
+    parser.add_argument("--config", required=True,
+                        help="YAML config file (may use _BASE_ inheritance) or a packaged config's name, e.g. "
+                             "coco/RetinaNet-GN")
     parser.add_argument("opts", nargs="*", metavar="KEY=VALUE",
                         help="config overrides, e.g. SOLVER.BASE_LR=0.01 MODEL.DEVICE=cpu")
 

@@ -28,7 +28,6 @@ import torch
 from torch import nn
 
 from od2.data.transforms import resize_image, resized_hw
-from od2.modeling.postprocess import detect
 
 logger = logging.getLogger(__name__)
 
@@ -45,10 +44,9 @@ class ExportableRetinaNet(nn.Module):
         self.model = model
 
     def forward(self, images: torch.Tensor, image_size: torch.Tensor) -> tuple[torch.Tensor, ...]:
-        m = self.model
-        logits, deltas, anchors = m.raw_outputs(m.normalize(images))
-        result = detect(logits, deltas, anchors, image_size.reshape(1, 2), m.box_coder, score_thresh=m.score_thresh,
-                        topk=m.topk_candidates, nms_thresh=m.nms_thresh, max_detections=m.max_detections)[0]
+        """uint8 ``images`` [1, 3, H, W], int64 ``image_size`` [2] -> boxes [M, 4], scores [M], labels [M] from
+        the model's own :meth:`~od2.modeling.retinanet.RetinaNet.inference`."""
+        result = self.model.inference(images, image_size.reshape(1, 2))[0]
         return result["boxes"], result["scores"], result["labels"]
 
 

@@ -11,6 +11,17 @@ from od2.config import load_config
 from od2.modeling.build import build_model
 
 DIGITS_CONFIG = Path(__file__).resolve().parents[1] / "configs/digits/retinanet_lite0.yaml"
+# The team's copy of BCCD next to a development checkout. Only tests look there: the library's catalog reads its
+# datasets root (root=, DATASETS.ROOT, $OD2_DATASETS), so tests pass this folder as that root.
+SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
+
+
+@pytest.fixture(scope="session")
+def bccd_datasets_root() -> Path:
+    """A datasets root holding ``bccd/`` (VOC layout); the test is skipped where there is none."""
+    if not (SHARED_DATA / "bccd").is_dir():
+        pytest.skip(f"BCCD not present at {SHARED_DATA / 'bccd'}")
+    return SHARED_DATA
 
 
 @pytest.fixture(scope="module")

@@ -13,7 +13,7 @@ from sklearn.datasets import load_sample_image
 
 import od2.layers.winograd as winograd_module
 from od2.cli import main
-from od2.export import export_onnx, prepare_image
+from od2.export import ExportableRetinaNet, export_onnx, prepare_image
 from od2.layers.winograd import WinogradConv2d, convert_to_winograd
 
 onnx = pytest.importorskip("onnx")
@@ -69,6 +69,22 @@ def test_export_of_a_winograd_converted_model_is_the_plain_export(confident_mode
     assert any(isinstance(module, WinogradConv2d) for module in converted.modules())
     path = export_onnx(converted, tmp_path / "converted.onnx", *CANVAS)
     assert onnx.load(str(path)).graph == onnx.load(str(exported)).graph  # tracing sees the direct convolution
+
+
+def test_exportable_model_runs_the_models_own_inference_path():
+    class RecordingModel(torch.nn.Module):
+        """Stands for any RetinaNet subclass whose inference differs: export must trace exactly that code."""
+
+        def inference(self, images, image_sizes):
+            self.seen = (images.shape, image_sizes.tolist())
+            boxes = torch.tensor([[1.0, 2.0, 3.0, 4.0]])
+            return [{"boxes": boxes, "scores": torch.tensor([0.5]), "labels": torch.tensor([7])}]
+
+    model = RecordingModel()
+    boxes, scores, labels = ExportableRetinaNet(model)(torch.zeros(1, 3, 8, 16, dtype=torch.uint8),
+                                                       torch.tensor([6, 10]))
+    assert model.seen == ((1, 3, 8, 16), [[6, 10]])
+    assert boxes.tolist() == [[1.0, 2.0, 3.0, 4.0]] and scores.tolist() == [0.5] and labels.tolist() == [7]
 
 def test_prepare_image_rejects_images_larger_than_the_canvas():
     with pytest.raises(ValueError, match="larger than the exported"):

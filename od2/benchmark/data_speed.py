@@ -6,12 +6,12 @@ import itertools
 import time
 from pathlib import Path
 
-from od2.config import load_config
+from od2.config import load_config, resolve_config
 from od2.data.setup import build_train_loader_from_cfg, load_datasets
 
 REPO = Path(__file__).resolve().parents[2]
-BCCD_CONFIG = REPO / "configs" / "bccd" / "retinanet_lite0.yaml"
-DIGITS_CONFIG = REPO / "configs" / "digits" / "retinanet_lite0.yaml"
+BCCD_CONFIG = resolve_config("bccd/retinanet_lite0.yaml")
+DIGITS_CONFIG = resolve_config("digits/retinanet_lite0.yaml")
 SHARED_DATA = REPO.parent / "shared" / "data"
 
 

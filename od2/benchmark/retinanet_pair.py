@@ -16,7 +16,6 @@ a busy image with a trained model. Weights are random; nothing is downloaded.
 from __future__ import annotations
 
 import math
-from pathlib import Path
 
 import torch
 import torch.nn as nn
@@ -27,10 +26,10 @@ from torchvision.models.detection.backbone_utils import resnet_fpn_backbone
 from torchvision.ops import FrozenBatchNorm2d
 from torchvision.ops.feature_pyramid_network import LastLevelP6P7
 
-from od2.config import load_config
+from od2.config import load_config, resolve_config
 from od2.modeling.build import build_model
 
-CONFIG = Path(__file__).resolve().parents[2] / "configs" / "Base-RetinaNet.yaml"
+CONFIG = resolve_config("Base-RetinaNet.yaml")
 NUM_CLASSES = 80
 SHORT_SIDE, LONG_SIDE = 576, 768  # a 4:3 COCO image at the log's test size
 BN_SETTINGS = ("BN", "FrozenBN")
@@ -41,8 +40,6 @@ def od2_retinanet(bn: str) -> nn.Module:
     """od2's RetinaNet-R50-FPN from configs/Base-RetinaNet.yaml (no norm in FPN and head, as torchvision's)."""
     if bn not in BN_SETTINGS:
         raise ValueError(f"bn must be one of {BN_SETTINGS}, got {bn!r}")
-    if not CONFIG.is_file():
-        raise FileNotFoundError(f"{CONFIG} not found: od2 bench runs from a clone of the repository")
     overrides = ["MODEL.BACKBONE.NORM=BN"] if bn == "BN" else ["MODEL.BACKBONE.NORM=FrozenBN",
                                                                 "MODEL.BACKBONE.FREEZE_AT=2"]
     cfg = load_config(CONFIG, overrides)

@@ -14,6 +14,8 @@ from pathlib import Path
 import torch
 import torchvision
 
+from od2.utils.atomic_write import atomic_write
+
 from .coco_eval_speed import evaluation_seconds
 from .data_speed import default_pipeline, loader_images_per_second
 from .model_speed import TRAIN_BATCH, inference_seconds_per_image, train_seconds_per_iteration
@@ -167,8 +169,6 @@ def write_section(path: str | Path, section: str) -> Path:
         text = pattern.sub(lambda _: section, text, count=1)
     else:
         text = text.rstrip("\n") + "\n\n" + section + "\n"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(text, encoding="utf-8")
-    os.replace(tmp, path)
+    with atomic_write(path) as tmp:
+        tmp.write_text(text, encoding="utf-8")
     return path

@@ -1,7 +1,8 @@
 """Loading, merging and validating od2 configs.
 
 A config file is YAML (read with ``yaml.safe_load``) holding a subset of the keys in
-:mod:`od2.config.defaults`. ``_BASE_: other.yaml`` (relative to the file) is merged first, recursively.
+:mod:`od2.config.defaults`. ``_BASE_: other.yaml`` (relative to the file, else a packaged config's name) is merged
+first, recursively.
 Command-line overrides are ``KEY=VALUE`` strings whose VALUE is parsed as YAML (``SOLVER.STEPS=[100,200]``).
 Every key must exist in the defaults and every value must have the default's type; a mistake raises
 :class:`ConfigError` naming the key (and the file) and suggesting the closest valid key. A retired key
@@ -27,6 +28,7 @@ import yaml
 from od2.utils.cfg_node import CfgNode, ConfigError
 
 from .defaults import DEFAULTS, RETIRED_KEYS
+from .named_configs import resolve_config
 
 logger = logging.getLogger(__name__)
 
@@ -151,12 +153,10 @@ def merge_into(cfg: dict, new: dict, source: str, defaults: dict | None = None, 
 
 
 def _read_yaml_with_bases(path: Path, seen: tuple[Path, ...] = ()) -> list[tuple[dict, str]]:
-    """The chain of (mapping, source name) to merge for ``path``, bases first."""
+    """The chain of (mapping, source name) to merge for the existing file ``path``, bases first."""
     path = path.resolve()
     if path in seen:
         raise ConfigError(f"{path}: _BASE_ cycle through {' -> '.join(str(p) for p in seen)}")
-    if not path.is_file():
-        raise FileNotFoundError(f"config file not found: {path}")
     try:
         data = yaml.safe_load(path.read_text()) or {}
     except yaml.YAMLError as exc:
@@ -166,7 +166,7 @@ def _read_yaml_with_bases(path: Path, seen: tuple[Path, ...] = ()) -> list[tuple
     chain: list[tuple[dict, str]] = []
     base = data.pop(BASE_KEY, None)
     if base:
-        chain.extend(_read_yaml_with_bases(path.parent / base, seen + (path,)))
+        chain.extend(_read_yaml_with_bases(resolve_config(base, relative_to=path.parent), seen + (path,)))
     chain.append((data, str(path)))
     return chain
 
@@ -191,10 +191,14 @@ def parse_overrides(overrides: Iterable[str]) -> dict:
 
 
 def load_config(path: str | Path | None = None, overrides: Iterable[str] = ()) -> CfgNode:
-    """Defaults, then the file chain (``_BASE_`` first), then ``KEY=VALUE`` overrides."""
+    """Defaults, then the file chain (``_BASE_`` first), then ``KEY=VALUE`` overrides.
+
+    ``path`` and every ``_BASE_`` may also name a config packaged with od2 (``coco/RetinaNet-GN``; see
+    :mod:`od2.config.named_configs`) when no such file exists.
+    """
     cfg = get_cfg()
     if path is not None:
-        for data, source in _read_yaml_with_bases(Path(path)):
+        for data, source in _read_yaml_with_bases(resolve_config(path)):
             merge_into(cfg, data, source)
     merge_into(cfg, parse_overrides(overrides), "command line")
     return cfg

@@ -32,7 +32,6 @@ import os
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
-import od2
 from od2.data.datasets.coco import load_coco_json
 from od2.data.datasets.digits import load_digits_split
 from od2.data.datasets.voc import load_voc
@@ -249,15 +248,13 @@ def _load_coco_builtin(name: str, parts: tuple[tuple[str, str], ...], root: Path
 
 
 def _bccd_root(root: Path) -> Path:
-    """``{root}/bccd`` if present, else the team's shared copy next to the repository."""
-    candidates = [root / "bccd", Path(od2.__file__).resolve().parents[1].parent / "shared" / "data" / "bccd"]
-    for candidate in candidates:
-        if candidate.is_dir():
-            return candidate
+    """``{root}/bccd``, or a FileNotFoundError that says where to put it."""
+    bccd = root / "bccd"
+    if bccd.is_dir():
+        return bccd
     raise FileNotFoundError(
-        "BCCD not found; looked in " + " and ".join(str(c) for c in candidates)
-        + ". Put the VOC-layout BCCD dataset (Annotations/, ImageSets/Main/, JPEGImages/) at "
-        + f"{candidates[0]}, or pass root= / set ${DATASETS_ENV} to the folder holding bccd/"
+        f"BCCD not found at {bccd}. Put the VOC-layout BCCD dataset (Annotations/, ImageSets/Main/, JPEGImages/) "
+        f"there, or pass root= / set DATASETS.ROOT or ${DATASETS_ENV} to the folder holding bccd/"
     )
 
 

@@ -10,7 +10,7 @@ size, whichever layout leaves less of the canvas uncovered; the composite replac
 ``mosaic_2x2`` (Chen et al. 2020, "Stitcher: Feedback-driven Data Provider for Object Detection"): four images,
 already resized to half the usual scale, are tiled 2x2 into one image of about the usual size. The feedback rule
 (stitch the next batch when the previous iteration's share of box-regression loss from small objects is below a
-threshold) lives in the trainer; see ``od2.engine.stitcher``.
+threshold) lives in the training feed, :class:`od2.engine.train_feed.TrainFeed`.
 """
 
 from __future__ import annotations

@@ -9,11 +9,12 @@ GradScaler state ("scaler"); the data order needs no state because the sampler i
 from __future__ import annotations
 
 import logging
-import os
 from pathlib import Path
 from typing import Any
 
 import torch
+
+from od2.utils.atomic_write import atomic_write
 
 logger = logging.getLogger(__name__)
 LAST_CHECKPOINT = "last_checkpoint"
@@ -23,10 +24,8 @@ TRAINING_CHECKPOINT_KEYS = ("model", "optimizer", "iteration", "rng")
 
 def atomic_torch_save(obj: Any, path: str | Path) -> None:
     """Save so that a crash mid-write never leaves a truncated file at ``path``."""
-    path = Path(path)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    torch.save(obj, tmp)
-    os.replace(tmp, path)
+    with atomic_write(path) as tmp:
+        torch.save(obj, tmp)
 
 
 def rng_state() -> dict[str, Any]:
@@ -48,9 +47,8 @@ def save_training_checkpoint(output_dir: str | Path, name: str, model: torch.nn.
     path = Path(output_dir) / name
     atomic_torch_save({"model": model.state_dict(), "optimizer": optimizer.state_dict(),
                        "iteration": iteration, "rng": rng_state(), **extra}, path)
-    tmp = Path(output_dir) / f".{LAST_CHECKPOINT}.tmp"
-    tmp.write_text(name)
-    os.replace(tmp, Path(output_dir) / LAST_CHECKPOINT)
+    with atomic_write(Path(output_dir) / LAST_CHECKPOINT) as tmp:
+        tmp.write_text(name)
     return path
 
 

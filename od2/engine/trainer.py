@@ -126,7 +126,7 @@ class Trainer:
                            "MODEL.WEIGHTS, no PRETRAINED): its BN layers stay the identity. Give MODEL.WEIGHTS "
                            "(e.g. a torchvision ResNet state_dict) or train the norms (MODEL.BACKBONE.NORM=GN or BN).")
         if dist.is_distributed():
-            model = convert_sync_batchnorm(model)
+            model = convert_sync_batchnorm(model, self.device)
             device_ids = [self.device.index] if self.device.type == "cuda" else None
             model = DistributedDataParallel(model, device_ids=device_ids)
         self.model = model

@@ -10,7 +10,6 @@ from __future__ import annotations
 import copy
 import json
 import os
-import tempfile
 import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
@@ -18,6 +17,8 @@ from pathlib import Path
 from typing import Any
 
 from faster_coco_eval import COCO, COCOeval_faster
+
+from od2.utils.atomic_write import atomic_write
 
 STAT_NAMES: tuple[str, ...] = (
     "AP", "AP50", "AP75", "APs", "APm", "APl", "AR1", "AR10", "AR100", "ARs", "ARm", "ARl",
@@ -189,18 +190,8 @@ def evaluate_json_files(gt_json_path: str | os.PathLike, dt_json_path: str | os.
 def write_summary_json(summary: CocoSummary, path: str | os.PathLike, **extra: Any) -> None:
     """Write ``{AP, ..., ARl, **extra}`` (e.g. ``s_per_img``, ``num_images``) to ``path`` atomically.
 
-    The JSON goes to a temporary file in the same folder first, then ``os.replace`` swaps it in, so a
-    reader never sees a half-written file.
+    A reader never sees a half-written file (:func:`od2.utils.atomic_write.atomic_write`).
     """
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     payload = {**summary.as_dict(), **extra}
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            json.dump(payload, f, indent=2)
-            f.write("\n")
-        os.replace(tmp_name, path)
-    except BaseException:
-        os.unlink(tmp_name)
-        raise
+    with atomic_write(path) as tmp:
+        tmp.write_text(json.dumps(payload, indent=2) + "\n", encoding="utf-8")

@@ -6,17 +6,20 @@ includes its own activation, so no ACTIVATION_FN is applied after it.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import torch
 import torch.nn as nn
 
 from .activations import get_activation
 from .norms import get_norm, norm_includes_activation, norm_uses_bias
+from .same_padding import Conv2dSame
 
 
 class NormAct(nn.Module):
     """norm then activation after a conv, [B, C, H, W] -> [B, C, H, W]; call as ``block(y, conv.weight)``."""
 
-    def __init__(self, norm: str, channels: int, activation: str):
+    def __init__(self, norm: str | Callable[[int], nn.Module], channels: int, activation: str):
         super().__init__()
         self.norm = get_norm(norm, channels) or nn.Identity()
         self.act = nn.Identity() if norm_includes_activation(norm) else get_activation(activation)
@@ -53,26 +56,35 @@ class SeparableConv2d(nn.Module):
 
 
 def make_conv(cin: int, cout: int, kernel: int, stride: int = 1, bias: bool = True, groups: int = 1,
-              separable: bool = False) -> nn.Module:
+              separable: bool = False, tf_same: bool = False) -> nn.Module:
     """A "same"-padded conv: an ``nn.Conv2d`` or, with ``separable``, a :class:`SeparableConv2d` (``groups`` must
-    be 1)."""
+    be 1). ``tf_same`` pads a strided conv as TensorFlow does (:class:`od2.layers.same_padding.Conv2dSame`, no
+    bias), for weights trained in TF."""
     if separable:
-        if groups != 1:
-            raise ValueError("a separable conv is already depthwise + pointwise; groups must be 1")
+        if groups != 1 or tf_same:
+            raise ValueError("a separable conv is already depthwise + pointwise with symmetric padding; "
+                             "groups must be 1 and tf_same False")
         return SeparableConv2d(cin, cout, kernel, stride, bias=bias)
+    if tf_same and stride > 1:
+        if bias:
+            raise ValueError("a TF 'SAME' conv has no bias: put a norm after it")
+        return Conv2dSame(cin, cout, kernel, stride, groups=groups)
     return nn.Conv2d(cin, cout, kernel, stride, padding=kernel // 2, groups=groups, bias=bias)
 
 
 class ConvNormAct(nn.Module):
     """conv ("same" padding; bias only without a norm) -> norm -> activation, [B, Cin, H, W] -> [B, Cout, H', W'].
 
-    ``groups=cin`` gives a depthwise conv; ``separable=True`` a depthwise + pointwise pair (:class:`SeparableConv2d`).
+    ``norm`` is a :func:`get_norm` name or a ``channels -> nn.Module`` factory. ``groups=cin`` gives a depthwise
+    conv; ``separable=True`` a depthwise + pointwise pair (:class:`SeparableConv2d`); ``tf_same=True`` TF 'SAME'
+    padding on a strided conv (see :func:`make_conv`).
     """
 
-    def __init__(self, cin: int, cout: int, kernel: int, stride: int = 1, norm: str = "", activation: str = "relu",
-                 groups: int = 1, separable: bool = False):
+    def __init__(self, cin: int, cout: int, kernel: int, stride: int = 1,
+                 norm: str | Callable[[int], nn.Module] = "", activation: str = "relu", groups: int = 1,
+                 separable: bool = False, tf_same: bool = False):
         super().__init__()
-        self.conv = make_conv(cin, cout, kernel, stride, norm_uses_bias(norm), groups, separable)
+        self.conv = make_conv(cin, cout, kernel, stride, norm_uses_bias(norm), groups, separable, tf_same)
         self.norm_act = NormAct(norm, cout, activation)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

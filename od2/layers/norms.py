@@ -16,8 +16,10 @@ two special kinds.
 
 from __future__ import annotations
 
+import logging
 from typing import Callable
 
+import torch
 import torch.nn as nn
 
 from .evonorm import EvoNormS0
@@ -25,6 +27,8 @@ from .frozen_bn import FrozenBatchNorm2d
 from .groups import num_groups
 from .spectral_norm import SpectralNorm2d
 from .switch_norm import SwitchNorm2d
+
+logger = logging.getLogger(__name__)
 
 GN_GROUPS = 32
 
@@ -34,7 +38,7 @@ def _group_norm(channels: int) -> nn.Module:
 
 
 class SyncBatchNorm2d(nn.BatchNorm2d):
-    """A BatchNorm2d that the trainer converts to SyncBatchNorm when running distributed."""
+    """A BatchNorm2d that the trainer converts to SyncBatchNorm when running distributed on a GPU."""
 
 
 NORMS: dict[str, Callable[[int], nn.Module]] = {
@@ -84,11 +88,26 @@ def norm_uses_bias(name: str | Callable) -> bool:
     return not callable(name) and name in NO_NORM
 
 
-def convert_sync_batchnorm(module: nn.Module) -> nn.Module:
+def convert_sync_batchnorm(module: nn.Module, device: torch.device) -> nn.Module:
     """Turn every ``"SyncBN"`` layer (and only those; plain ``"BN"`` stays per-process) into
-    :class:`torch.nn.SyncBatchNorm`, keeping its parameters and statistics. Call once the process group exists."""
+    :class:`torch.nn.SyncBatchNorm`, keeping its parameters and statistics. Call once the process group exists.
+
+    ``device`` is where the model runs. Only CUDA devices convert: torch's SyncBatchNorm has no CPU kernel (a CPU
+    run under a process group fails at its first training step), so elsewhere the layers stay per-process
+    BatchNorm and one warning says so.
+    """
+    if not any(isinstance(m, SyncBatchNorm2d) for m in module.modules()):
+        return module
+    if device.type != "cuda":
+        logger.warning("SyncBN runs as per-process BatchNorm on %s: torch's SyncBatchNorm needs CUDA, so each "
+                       "process normalises with its own batch statistics", device.type.upper())
+        return module
+    return _convert_sync_batchnorm(module)
+
+
+def _convert_sync_batchnorm(module: nn.Module) -> nn.Module:
     if isinstance(module, SyncBatchNorm2d):
         return nn.SyncBatchNorm.convert_sync_batchnorm(module)
     for name, child in module.named_children():
-        module.add_module(name, convert_sync_batchnorm(child))
+        module.add_module(name, _convert_sync_batchnorm(child))
     return module

@@ -1,7 +1,8 @@
 """RetinaNet meta-architecture: backbone -> neck -> shared head -> anchors, losses or detections.
 
-``forward_training`` and ``forward_inference`` are separate (detectron2's DenseDetector); the head and
-the multi-level decode are shared by both.
+Training and inference are separate methods (detectron2's DenseDetector): ``forward`` returns :meth:`losses`
+when given targets and :meth:`inference` otherwise (the path ``od2.export`` also traces); the head and the
+multi-level outputs (:meth:`raw_outputs`) are shared by both.
 """
 
 from __future__ import annotations
@@ -81,9 +82,16 @@ class RetinaNet(nn.Module):
             image_sizes: int [B, 2] content (h, w) per image.
             targets: ``{"boxes": [float [N_i, 4] XYXY], "labels": [int64 [N_i]]}``.
         """
+        if targets is None:
+            return self.inference(images, image_sizes)
         logits, deltas, anchors = self.raw_outputs(self.normalize(images))
-        if targets is not None:
-            return self.losses(logits, deltas, anchors, targets["boxes"], targets["labels"], image_sizes)
+        return self.losses(logits, deltas, anchors, targets["boxes"], targets["labels"], image_sizes)
+
+    def inference(self, images: torch.Tensor, image_sizes: torch.Tensor) -> list[dict[str, torch.Tensor]]:
+        """Detections for uint8 ``images`` [B, 3, H, W] whose content is ``image_sizes`` int [B, 2] (h, w): per
+        image ``dict(boxes float [M, 4] XYXY in the pixels of images, scores [M], labels int64 [M])``, sorted by
+        decreasing score, M <= ``max_detections``."""
+        logits, deltas, anchors = self.raw_outputs(self.normalize(images))
         return detect(logits, deltas, anchors, image_sizes, self.box_coder, score_thresh=self.score_thresh,
                       topk=self.topk_candidates, nms_thresh=self.nms_thresh, max_detections=self.max_detections)
 

@@ -7,12 +7,12 @@ evenly spaced iterations plus every iteration where it changes abruptly (the war
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import numpy as np
 
 from od2.engine.lr_schedule import LRSchedule
+from od2.utils.atomic_write import atomic_write
 
 DEFAULT_POINTS = 4000
 
@@ -109,11 +109,6 @@ def plot_schedule(schedule: LRSchedule, out: str | Path, title: str = "", log_y:
     fig.tight_layout()
 
     out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(f".{out.name}.tmp-{os.getpid()}")
-    try:
+    with atomic_write(out) as tmp:
         fig.savefig(tmp, format="png")
-        os.replace(tmp, out)
-    finally:
-        tmp.unlink(missing_ok=True)
     return out

@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import math
+from pathlib import Path
 
 import pytest
 import yaml
 
-from od2.config import ConfigError, check_choice, get_cfg, load_config, parse_overrides
+from od2.config import ConfigError, check_choice, config_names, get_cfg, load_config, parse_overrides
 
 
 def write(path, text: str):
@@ -64,6 +65,56 @@ def test_missing_base_file(tmp_path):
     child = write(tmp_path / "child.yaml", "_BASE_: nope.yaml\n")
     with pytest.raises(FileNotFoundError, match="nope.yaml"):
         load_config(child)
+
+
+# ---------------------------------------------------------------- packaged configs by name
+
+REPO_CONFIGS = Path(__file__).resolve().parents[2] / "configs"
+
+
+@pytest.mark.parametrize("name", ["digits/retinanet_lite0.yaml", "digits/retinanet_lite0",
+                                  "configs/digits/retinanet_lite0.yaml"])
+def test_a_config_name_loads_the_packaged_file_from_any_directory(name, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)  # no configs/ here: the name is looked up among the packaged configs
+    cfg = load_config(name)
+    # Values written in configs/digits/retinanet_lite0.yaml itself.
+    assert cfg.DATASETS.TRAIN == ["digits_train"] and cfg.MODEL.BACKBONE.NAME == "efficientnet_lite0"
+
+
+def test_a_packaged_config_inherits_its_packaged_base(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    cfg = load_config("coco/RetinaNet-GN")
+    base = yaml.safe_load((REPO_CONFIGS / "Base-RetinaNet.yaml").read_text())
+    assert cfg.MODEL.FPN.NORM == "GN"  # from coco/RetinaNet-GN.yaml
+    # Set only in its _BASE_ (../Base-RetinaNet.yaml), to a value other than the default.
+    assert cfg.TEST.EVAL_PERIOD == base["TEST"]["EVAL_PERIOD"] != get_cfg().TEST.EVAL_PERIOD
+
+
+def test_a_local_file_wins_over_the_packaged_config_of_the_same_name(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    write(tmp_path / "digits" / "retinanet_lite0.yaml", "SEED: 1234\n")
+    assert load_config("digits/retinanet_lite0.yaml").SEED == 1234
+
+
+def test_a_user_config_may_inherit_from_a_packaged_config(tmp_path):
+    mine = write(tmp_path / "mine.yaml", "_BASE_: coco/RetinaNet-GN.yaml\nSOLVER:\n  MAX_ITER: 10\n")
+    cfg = load_config(mine)
+    assert cfg.SOLVER.MAX_ITER == 10 and cfg.MODEL.FPN.NORM == "GN"
+    base = yaml.safe_load((REPO_CONFIGS / "Base-RetinaNet.yaml").read_text())
+    assert cfg.TEST.EVAL_PERIOD == base["TEST"]["EVAL_PERIOD"]
+
+
+def test_a_wrong_config_name_lists_close_matches(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(FileNotFoundError, match="RetinaNet-GM") as error:
+        load_config("coco/RetinaNet-GM")
+    assert "coco/RetinaNet-GN" in str(error.value)
+
+
+def test_config_names_lists_every_packaged_config():
+    names = config_names()
+    on_disk = sorted(p.relative_to(REPO_CONFIGS).with_suffix("").as_posix() for p in REPO_CONFIGS.rglob("*.yaml"))
+    assert names == on_disk and "coco/RetinaNet-GN" in names
 
 
 # ---------------------------------------------------------------- overrides

@@ -160,13 +160,14 @@ def test_bccd_prefers_root_copy(tmp_path):
     assert info.records[0]["file_name"].startswith(str(tmp_path / "bccd"))
 
 
-def test_bccd_missing_everywhere_says_where_it_looked(tmp_path, monkeypatch):
-    fake_package = tmp_path / "clone" / "od2" / "__init__.py"
-    monkeypatch.setattr(od2, "__file__", str(fake_package))
+def test_bccd_is_looked_up_under_the_root_only(tmp_path, monkeypatch):
+    # A copy where a development checkout keeps the team's data, next to the package: the library must not use it.
+    monkeypatch.setattr(od2, "__file__", str(tmp_path / "clone" / "od2" / "__init__.py"))
+    write_tiny_voc(tmp_path / "shared" / "data" / "bccd")
     with pytest.raises(FileNotFoundError) as e:
         get_dataset("bccd_test", root=tmp_path / "data")
-    assert str(tmp_path / "data" / "bccd") in str(e.value)
-    assert str(tmp_path / "shared" / "data" / "bccd") in str(e.value)
+    assert str(tmp_path / "data" / "bccd") in str(e.value) and "shared" not in str(e.value)
+    assert "OD2_DATASETS" in str(e.value)  # says how to point od2 at the data
 
 
 def test_digits_generated_on_first_use(tmp_path, monkeypatch):

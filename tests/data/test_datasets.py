@@ -12,14 +12,10 @@ from PIL import Image
 from pycocotools.coco import COCO
 from pycocotools.cocoeval import COCOeval
 
-import od2
 from od2.data.catalog import get_dataset
 from od2.data.datasets.coco import load_coco_json
 from od2.data.datasets.voc import load_voc
 from od2.data.records import DatasetInfo, clean_boxes, make_record, merge_datasets
-
-BCCD_ROOT = Path(od2.__file__).resolve().parents[1].parent / "shared" / "data" / "bccd"
-
 
 # ----------------------------------------------------------------------------- helpers
 
@@ -292,12 +288,9 @@ def test_voc_size_missing_is_read_from_the_image(tmp_path):
 
 # ----------------------------------------------------------------------------- BCCD
 
-bccd = pytest.mark.skipif(not BCCD_ROOT.is_dir(), reason=f"BCCD not present at {BCCD_ROOT}")
 
-
-@bccd
-def test_bccd_splits_through_catalog(tmp_path):
-    splits = {s: get_dataset(f"bccd_{s}", root=tmp_path) for s in ("train", "val", "test", "trainval")}
+def test_bccd_splits_through_catalog(bccd_datasets_root):
+    splits = {s: get_dataset(f"bccd_{s}", root=bccd_datasets_root) for s in ("train", "val", "test", "trainval")}
     assert [len(splits[s]) for s in ("train", "val", "test", "trainval")] == [205, 87, 72, 292]
     for info in splits.values():
         assert info.class_names == ["Platelets", "RBC", "WBC"]
@@ -307,12 +300,11 @@ def test_bccd_splits_through_catalog(tmp_path):
     assert total == 4888 - 2
 
 
-@bccd
-def test_bccd_boxes_match_the_xml(tmp_path):
-    records = {Path(r["file_name"]).stem: r for r in get_dataset("bccd_trainval", root=tmp_path).records}
-    records.update({Path(r["file_name"]).stem: r for r in get_dataset("bccd_test", root=tmp_path).records})
+def test_bccd_boxes_match_the_xml(bccd_datasets_root):
+    records = {Path(r["file_name"]).stem: r for r in get_dataset("bccd_trainval", root=bccd_datasets_root).records}
+    records.update({Path(r["file_name"]).stem: r for r in get_dataset("bccd_test", root=bccd_datasets_root).records})
     for stem in ("BloodImage_00000", "BloodImage_00338", "BloodImage_00343"):
-        objects = ET.parse(BCCD_ROOT / "Annotations" / f"{stem}.xml").getroot().findall("object")
+        objects = ET.parse(bccd_datasets_root / "bccd" / "Annotations" / f"{stem}.xml").getroot().findall("object")
         shift = {"xmin": 1, "ymin": 1, "xmax": 0, "ymax": 0}
         expected = [[float(o.findtext(f"bndbox/{k}")) - d for k, d in shift.items()] for o in objects]
         expected = [b for b in expected if b[2] - b[0] > 1 and b[3] - b[1] > 1]  # the two clicks go

@@ -1,5 +1,5 @@
 """End-to-end: train a tiny RetinaNet on a small digits set, evaluate it, resume exactly, stop on NaN,
-run under torchrun with two gloo processes, and drive the CLI."""
+run under torchrun with two gloo processes (and one with SyncBN), and drive the CLI."""
 
 from __future__ import annotations
 
@@ -130,22 +130,34 @@ def _write_tiny_config(path: Path, run_dir: Path, extra: list[str] = ()) -> Path
     return path
 
 
-@pytest.mark.slow
-def test_torchrun_two_processes_gloo(digits_root, tmp_path):
+def _torchrun_train(digits_root: Path, tmp_path: Path, processes: int, overrides: list[str]) -> Path:
+    """``od2 train`` of the tiny config under torchrun with ``processes`` gloo processes; returns the run folder."""
     torchrun = shutil.which("torchrun", path=str(Path(sys.executable).parent))
     assert torchrun, "torchrun comes with torch"
     run_dir = tmp_path / "run"
-    config = _write_tiny_config(tmp_path / "cfg.yaml", run_dir,
-                                ["SOLVER.MAX_ITER=4", "TEST.EVAL_PERIOD=4", "SOLVER.IMS_PER_BATCH=2"])
-    cmd = [torchrun, "--nproc_per_node=2", "--standalone", "-m", "tests.engine.run_registered", str(digits_root),
-           "train", "--config", str(config)]
+    config = _write_tiny_config(tmp_path / "cfg.yaml", run_dir, overrides)
+    cmd = [torchrun, f"--nproc_per_node={processes}", "--standalone", "-m", "tests.engine.run_registered",
+           str(digits_root), "train", "--config", str(config)]
     result = _run(cmd, REPO)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     assert (run_dir / "model_final.pth").is_file()
+    return run_dir
+
+
+@pytest.mark.slow
+def test_torchrun_two_processes_gloo(digits_root, tmp_path):
+    run_dir = _torchrun_train(digits_root, tmp_path, 2,
+                              ["SOLVER.MAX_ITER=4", "TEST.EVAL_PERIOD=4", "SOLVER.IMS_PER_BATCH=2"])
     summary = json.loads((run_dir / "eval" / "coco_summary.json").read_text())
     assert summary["num_images"] == 40  # detections gathered from both ranks, each image once
     metrics = [m for m in read_metrics(run_dir) if "total_loss" in m]
     assert [m["iteration"] for m in metrics] == [1, 2, 3, 4]
+
+
+def test_torchrun_one_cpu_process_trains_with_syncbn(digits_root, tmp_path):
+    run_dir = _torchrun_train(digits_root, tmp_path, 1,
+                              ["SOLVER.MAX_ITER=2", "SOLVER.IMS_PER_BATCH=2", "MODEL.FPN.NORM=SyncBN"])
+    assert "SyncBN runs as per-process BatchNorm on CPU" in (run_dir / "log.txt").read_text()
 
 
 def test_cli_eval_and_eval_json(digits_root, tmp_path, capsys):

@@ -15,6 +15,8 @@ from sklearn.datasets import load_sample_image
 from torch import nn
 from torchvision.ops import FrozenBatchNorm2d
 
+from od2.layers import ConvNormAct
+from od2.layers.same_padding import Conv2dSame
 from od2.modeling.backbones import (
     BACKBONES,
     EfficientNetLite0,
@@ -23,7 +25,7 @@ from od2.modeling.backbones import (
     convert_to_frozen_bn,
     load_matching_state_dict,
 )
-from od2.modeling.backbones.efficientnet_lite import Conv2dSame, pretrained_weights_path
+from od2.modeling.backbones.efficientnet_lite import pretrained_weights_path
 
 RESNET_CHANNELS = {18: (128, 256, 512), 34: (128, 256, 512), 50: (512, 1024, 2048), 101: (512, 1024, 2048)}
 
@@ -174,12 +176,13 @@ def test_lite0_loads_every_tensor(lite0: EfficientNetLite0, lite0_file: dict[str
         assert torch.equal(state[ours], lite0_file[theirs]), ours
     # Spot checks written by hand from the file's layout, independent of checkpoint_key_map.
     assert torch.equal(lite0.stem.conv.weight, lite0_file["_conv_stem.weight"])
-    assert torch.equal(lite0.stem.norm.running_var, lite0_file["_bn0.running_var"])
+    assert torch.equal(lite0.stem.norm_act.norm.running_var, lite0_file["_bn0.running_var"])
     assert isinstance(lite0.stages[0][0].expand, nn.Identity)  # block 0 has no expand conv
-    assert torch.equal(lite0.stages[0][0].depthwise.norm.bias, lite0_file["_blocks.0._bn1.bias"])
+    assert torch.equal(lite0.stages[0][0].depthwise.norm_act.norm.bias, lite0_file["_blocks.0._bn1.bias"])
     assert torch.equal(lite0.stages[2][1].depthwise.conv.weight, lite0_file["_blocks.4._depthwise_conv.weight"])
-    assert torch.equal(lite0.stages[4][0].expand.norm.weight, lite0_file["_blocks.8._bn0.weight"])
-    assert torch.equal(lite0.stages[6][0].project.norm.running_mean, lite0_file["_blocks.15._bn2.running_mean"])
+    assert torch.equal(lite0.stages[4][0].expand.norm_act.norm.weight, lite0_file["_blocks.8._bn0.weight"])
+    project_norm = lite0.stages[6][0].project.norm_act.norm
+    assert torch.equal(project_norm.running_mean, lite0_file["_blocks.15._bn2.running_mean"])
     assert sum(len(stage) for stage in lite0.stages) == 16
 
     unused = EfficientNetLite0(pretrained=False, norm_layer=lambda c: FrozenBatchNorm2d(c, 1e-3)).load_pretrained()
@@ -198,6 +201,64 @@ def test_lite0_norm_options() -> None:
     with pytest.raises(ValueError, match="BatchNorm"):
         EfficientNetLite0(pretrained=True, norm_layer=lambda c: nn.GroupNorm(8, c))
 
+
+def test_lite0_is_built_from_od2_conv_norm_act_blocks(lite0: EfficientNetLite0) -> None:
+    parts = [getattr(block, part) for stage in lite0.stages for block in stage
+             for part in ("expand", "depthwise", "project")]
+    blocks = [lite0.stem] + [part for part in parts if not isinstance(part, nn.Identity)]  # block 0 has no expand
+    assert len(blocks) == 1 + 16 * 3 - 1 and all(isinstance(b, ConvNormAct) for b in blocks)
+    strided = [b for b in blocks if b.conv.stride[0] > 1]
+    assert len(strided) == 5 and all(isinstance(b.conv, Conv2dSame) for b in strided)  # stem + 4 stage starts
+
+
+def test_lite0_loads_checkpoints_of_its_former_block_layout() -> None:
+    """od2 checkpoints written before Lite0 used od2.layers.ConvNormAct name a block's norm ``<block>.norm``."""
+    torch.manual_seed(0)
+    source = EfficientNetLite0(pretrained=False, norm_layer=nn.BatchNorm2d)
+    for m in source.modules():
+        if isinstance(m, nn.BatchNorm2d):
+            nn.init.normal_(m.running_mean)
+    old_layout = {k.replace(".norm_act.norm.", ".norm."): v for k, v in source.state_dict().items()}
+    assert "stem.norm.running_mean" in old_layout and "stages.6.0.project.norm.weight" in old_layout
+    target = EfficientNetLite0(pretrained=False, norm_layer=nn.BatchNorm2d)
+    target.load_state_dict(old_layout, strict=True)
+    for key, value in source.state_dict().items():
+        torch.testing.assert_close(target.state_dict()[key], value, rtol=0, atol=0, msg=key)
+
+def _bn_buffers(module: nn.Module) -> dict[str, torch.Tensor]:
+    return {k: v.clone() for k, v in module.state_dict().items() if k.endswith(("running_mean", "running_var"))}
+
+
+@pytest.mark.parametrize("freeze_at", [1, 3])
+def test_lite0_freeze_at_fixes_the_bn_statistics_of_frozen_stages(freeze_at: int) -> None:
+    torch.manual_seed(0)
+    model = EfficientNetLite0(pretrained=False, norm_layer=nn.BatchNorm2d, freeze_at=freeze_at).train()
+    num_frozen_stages = {1: 0, 3: 3}[freeze_at]  # the stem plus stages 0..2 end at stride 8 = 2**3
+    frozen = [model.stem, *model.stages[:num_frozen_stages]]
+    trainable = list(model.stages[num_frozen_stages:])
+    before = [_bn_buffers(m) for m in frozen + trainable]
+    model(torch.randn(2, 3, 64, 64) * 3 + 1)
+    after = [_bn_buffers(m) for m in frozen + trainable]
+    for module, old, new in zip(frozen + trainable, before, after):
+        moved = any(not torch.equal(old[k], new[k]) for k in old)
+        assert moved == (module not in frozen)
+    assert all(isinstance(m, FrozenBatchNorm2d) for f in frozen for m in f.modules() if hasattr(m, "running_var"))
+    assert not any(p.requires_grad for f in frozen for p in f.parameters())
+
+
+def test_lite0_freeze_keeps_the_state_dict_keys() -> None:
+    unfrozen = EfficientNetLite0(pretrained=False, norm_layer=nn.BatchNorm2d, freeze_at=0)
+    frozen = EfficientNetLite0(pretrained=False, norm_layer=nn.BatchNorm2d, freeze_at=3)
+    frozen_prefixes = ("stem.", "stages.0.", "stages.1.", "stages.2.")
+    counters = {k for k in unfrozen.state_dict() if k.startswith(frozen_prefixes) and k.endswith("num_batches_tracked")}
+    # FrozenBatchNorm2d keeps weight, bias and statistics under the same names; only the step counter goes.
+    assert set(frozen.state_dict()) == set(unfrozen.state_dict()) - counters
+    frozen.load_state_dict(unfrozen.state_dict(), strict=True)  # a checkpoint of the unfrozen layout still loads
+    x = torch.randn(1, 3, 64, 64)
+    with torch.no_grad():
+        expected = unfrozen.eval()(x)
+        for key, value in frozen.eval()(x).items():
+            torch.testing.assert_close(value, expected[key])
 
 def test_lite0_gradients_reach_every_parameter(lite0: EfficientNetLite0) -> None:
     lite0.zero_grad(set_to_none=True)

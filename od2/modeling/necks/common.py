@@ -6,6 +6,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from od2.layers.same_padding import tf_same_padding
+
 __all__ = ["downsample_same", "init_neck_convs", "pyramid_levels", "same_max_pool2d", "upsample_nearest"]
 
 
@@ -49,15 +51,11 @@ def upsample_nearest(x: torch.Tensor, size: tuple[int, int] | torch.Size) -> tor
 def same_max_pool2d(x: torch.Tensor, kernel: int, stride: int = 2) -> torch.Tensor:
     """TF 'SAME' max pool [B, C, h, w] -> [B, C, ceil(h/stride), ceil(w/stride)].
 
-    TF pads ``max((out - 1) * stride + kernel - in, 0)`` in total per axis, the smaller half before and the larger
-    after; padded cells are -inf, so each window's max is over its valid elements only. (PyTorch's symmetric
-    ``padding=1`` for a 3x3/2 pool would shift the windows by one row on even sizes.)
+    The padding is :func:`od2.layers.same_padding.tf_same_padding`'s, with -inf cells, so each window's max is over
+    its valid elements only. (PyTorch's symmetric ``padding=1`` for a 3x3/2 pool would shift the windows by one row
+    on even sizes.)
     """
-    pads = []
-    for size in (x.shape[-1], x.shape[-2]):  # F.pad order: last axis first
-        out = -(-size // stride)
-        total = max((out - 1) * stride + kernel - size, 0)
-        pads += [total // 2, total - total // 2]
+    pads = tf_same_padding(x.shape[-2], x.shape[-1], kernel, stride)
     if any(pads):
         x = F.pad(x, pads, value=float("-inf"))
     return F.max_pool2d(x, kernel, stride)
