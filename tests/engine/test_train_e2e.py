@@ -74,6 +74,7 @@ def test_training_lowers_loss_and_learns_to_detect(digits_root, tmp_path):
     assert load_config(tmp_path / "config.yaml") == cfg  # the saved config reproduces the run
 
 
+@pytest.mark.slow  # three training runs; test_stitcher_feed's resume tests keep resume in the quick suite
 def test_resume_continues_as_if_never_stopped(digits_root, tmp_path):
     straight, split = tmp_path / "straight", tmp_path / "split"
     Trainer(tiny_cfg(straight, "SOLVER.MAX_ITER=6")).train()
@@ -147,6 +148,7 @@ def test_torchrun_two_processes_gloo(digits_root, tmp_path):
     assert [m["iteration"] for m in metrics] == [1, 2, 3, 4]
 
 
+@pytest.mark.slow  # a training run, then the CLI's evaluation and eval-json on the validation set
 def test_cli_eval_and_eval_json(digits_root, tmp_path, capsys):
     from od2.cli import main
 
