@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 import torch
 
@@ -10,6 +12,8 @@ from od2.benchmark.retinanet_pair import random_batch, retinanet_pair
 from od2.benchmark.suite import BEGIN, END, Row, markdown_section, markdown_table, write_section
 from od2.benchmark.timing import Rounds, interleaved_rounds
 from od2.cli import main
+
+BENCHMARKS_DOC = Path(__file__).resolve().parents[2] / "docs" / "benchmarks.md"
 
 
 @pytest.fixture(scope="module")
@@ -97,6 +101,21 @@ def test_rows_table_and_section_written_between_markers(tmp_path):
     write_section(doc, markdown_section([Row("inference", "s/img", 0.9, 1.0, "torchvision", 0.8)], iters=3))
     second = doc.read_text()
     assert second.count(BEGIN) == 1 == second.count(END) and "| no |" in second and "0.5 s/img" not in second
+
+
+def test_docs_benchmarks_section_is_replaced_and_the_rest_kept(tmp_path):
+    """docs/benchmarks.md holds one od2-bench section between its markers; od2 bench rewrites only that."""
+    original = BENCHMARKS_DOC.read_text(encoding="utf-8")
+    assert original.count(BEGIN) == 1 == original.count(END) and original.index(BEGIN) < original.index(END)
+    doc = tmp_path / "benchmarks.md"
+    doc.write_text(original, encoding="utf-8")
+    write_section(doc, markdown_section([Row("inference", "s/img", 0.5, 1.0, "torchvision", 0.8)], iters=1))
+    rewritten = doc.read_text(encoding="utf-8")
+
+    def outside(text: str) -> tuple[str, str]:
+        return text[:text.index(BEGIN)], text[text.index(END):]
+
+    assert outside(rewritten) == outside(original) and "| inference | 0.5 s/img |" in rewritten
 
 
 def test_bench_cli_measures_and_writes(tmp_path, capsys, monkeypatch):

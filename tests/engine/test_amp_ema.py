@@ -110,6 +110,7 @@ def spy_evaluator(seen: list[nn.Module]):
     return fake_evaluate
 
 
+@pytest.mark.slow  # three training runs with evaluations and checkpoints
 def test_trainer_ema_resume_eval_and_checkpoint(digits_root, tmp_path):  # noqa: F811
     seen: list[nn.Module] = []
     straight, split = tmp_path / "straight", tmp_path / "split"
@@ -191,6 +192,7 @@ def fp16_supported() -> bool:
         return False
 
 
+@pytest.mark.slow  # fp16 autocast is slow on CPU: its two tiny iterations took 50 s, bf16's 15 s
 @pytest.mark.skipif(not fp16_supported(), reason="this torch has no float16 autocast on CPU")
 def test_fp16_grad_scaler_skips_inf_steps_and_is_checkpointed(digits_root, tmp_path, monkeypatch):  # noqa: F811
     cfg = tiny_cfg(tmp_path, *AMP_RUN, "SOLVER.AMP=fp16", "SOLVER.CHECKPOINT_PERIOD=1")

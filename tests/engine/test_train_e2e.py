@@ -57,16 +57,17 @@ def read_metrics(run: Path) -> list[dict]:
     return [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
 
 
-@pytest.mark.slow
+@pytest.mark.slow  # trains to a score
 def test_training_lowers_loss_and_learns_to_detect(digits_root, tmp_path):
-    cfg = tiny_cfg(tmp_path, "SOLVER.MAX_ITER=150", "TEST.EVAL_PERIOD=150")
+    cfg = tiny_cfg(tmp_path, "SOLVER.MAX_ITER=60", "TEST.EVAL_PERIOD=60")
     summary = Trainer(cfg, evaluator=build_evaluator(cfg)).train()
     losses = [m["total_loss"] for m in read_metrics(tmp_path) if "total_loss" in m]
-    assert len(losses) == 150
+    assert len(losses) == 60
     first, last = sum(losses[:10]) / 10, sum(losses[-10:]) / 10
-    assert last < 0.7 * first, (first, last)
-    # Calibrated: this recipe reaches AP50 0.137 after 150 iterations (seeded); an untrained model scores ~0.
-    assert summary["AP50"] > 0.08, summary
+    assert last < 0.7 * first, (first, last)  # calibrated: 0.47-0.48 of the first over SEED 42, 1, 2 and 3
+    # Calibrated over SEED 42, 1, 2 and 3: AP50 0.059-0.077 after these 60 iterations (0.137 after 150); the
+    # untrained model scores 0.0. The threshold is half the lowest seed's.
+    assert summary["AP50"] > 0.03, summary
     saved = json.loads((tmp_path / "eval" / "coco_summary.json").read_text())
     assert set(saved) >= {"AP", "AP50", "AP75", "APs", "APm", "APl", "AR1", "AR10", "AR100", "ARs", "ARm", "ARl",
                           "s_per_img", "num_images"}
@@ -75,6 +76,7 @@ def test_training_lowers_loss_and_learns_to_detect(digits_root, tmp_path):
     assert load_config(tmp_path / "config.yaml") == cfg  # the saved config reproduces the run
 
 
+@pytest.mark.slow  # three training runs; test_stitcher_feed's resume tests keep resume in the quick suite
 def test_resume_continues_as_if_never_stopped(digits_root, tmp_path):
     straight, split = tmp_path / "straight", tmp_path / "split"
     Trainer(tiny_cfg(straight, "SOLVER.MAX_ITER=6")).train()
@@ -160,6 +162,7 @@ def test_torchrun_one_cpu_process_trains_with_syncbn(digits_root, tmp_path):
     assert "SyncBN runs as per-process BatchNorm on CPU" in (run_dir / "log.txt").read_text()
 
 
+@pytest.mark.slow  # a training run, then the CLI's evaluation and eval-json on the validation set
 def test_cli_eval_and_eval_json(digits_root, tmp_path, capsys):
     from od2.cli import main
 
