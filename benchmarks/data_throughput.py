@@ -17,7 +17,10 @@ from pathlib import Path
 import torch
 
 from od2.benchmark.data_speed import BCCD_CONFIG as CONFIG
-from od2.benchmark.data_speed import SHARED_DATA, loader_images_per_second
+from od2.benchmark.data_speed import loader_images_per_second
+
+# The team's copy of BCCD beside a development checkout (this script is not part of the installed package).
+SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 
 VARIANTS = {
     "plain (resize + flip)": [],

@@ -187,7 +187,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     evaluates = cfg.TEST.EVAL_PERIOD > 0 and cfg.DATASETS.TEST
     trainer = Trainer(cfg, evaluator=build_evaluator(cfg) if evaluates else None)
     if dist.is_main_process():
-        write_run_info(cfg.OUTPUT_DIR, args.config, args.opts)
+        write_run_info(cfg.OUTPUT_DIR, args.config, args.opts, resume=args.resume)
     try:
         trainer.train(resume=args.resume)
     finally:

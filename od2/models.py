@@ -94,12 +94,14 @@ def load_backbone_weights(model: RetinaNet, path: str | os.PathLike) -> None:
                            f"{type(body).__name__} backbone; is it a state_dict of this architecture?")
 
 
-def retinanet_config(backbone: str = "resnet50", neck: str = "fpn", *, norm: str = "", head_norm: str | None = None,
+def retinanet_config(backbone: str = "resnet50", neck: str = "fpn", *, norm: str | None = None,
+                     head_norm: str | None = None,
                      activation: str | None = None, backbone_norm: str = "FrozenBN", box_loss: str = "smooth_l1",
                      num_convs: int = 4, pretrained_backbone: bool = False, overrides: Iterable[str] = ()) -> CfgNode:
     """The config of :func:`retinanet` with the same arguments (its ``pretrained_backbone`` a bool only)."""
     check_choice("neck", neck, list(NECKS))
     neck_section = NECKS[neck].section
+    norm = neck_section.defaults["NORM"] if norm is None else norm
     head_norm = norm if head_norm is None else head_norm
     keys = _backbone_keys(backbone, backbone_norm, pretrained_backbone)
     family = BACKBONES[keys["BACKBONE"]["NAME"]].section.name
@@ -117,7 +119,7 @@ def retinanet_config(backbone: str = "resnet50", neck: str = "fpn", *, norm: str
     return _config(keys, overrides, "od2.models.retinanet")
 
 
-def retinanet(backbone: str = "resnet50", neck: str = "fpn", num_classes: int = 80, *, norm: str = "",
+def retinanet(backbone: str = "resnet50", neck: str = "fpn", num_classes: int = 80, *, norm: str | None = None,
               head_norm: str | None = None, activation: str | None = None, backbone_norm: str = "FrozenBN",
               box_loss: str = "smooth_l1", num_convs: int = 4, pretrained_backbone: WeightsArg = False,
               overrides: Iterable[str] = ()) -> RetinaNet:
@@ -137,8 +139,9 @@ def retinanet(backbone: str = "resnet50", neck: str = "fpn", num_classes: int = 
             convs, 256 channels, EvoNorm-S0), as in the log.
         num_classes: K; the labels are 0..K-1.
         norm: the neck's norm (MODEL.<neck section>.NORM, e.g. MODEL.FPN.NORM): ``""``, ``BN``, ``SyncBN``, ``GN``,
-            ``EvoNormS0``, ``SN`` (spectral), ``SwitchNorm`` (docs/config.md, Norms).
-        head_norm: MODEL.RETINANET.NORM; ``None`` means ``norm``.
+            ``EvoNormS0``, ``SN`` (spectral), ``SwitchNorm`` (docs/config.md, Norms); ``None`` means the neck
+            section's default (none for the FPN, TwoWayFPN and PConv, ``GN`` for the BiFPN).
+        head_norm: MODEL.RETINANET.NORM; ``None`` means the neck's norm.
         activation: MODEL.<neck section>.ACTIVATION_FN and MODEL.RETINANET.ACTIVATION_FN; ``None`` means none
             (``NA``) after a norm that includes its activation (EvoNorm-S0), else the section's default (relu;
             swish for the BiFPN).

@@ -86,6 +86,7 @@ def test_exportable_model_runs_the_models_own_inference_path():
     assert model.seen == ((1, 3, 8, 16), [[6, 10]])
     assert boxes.tolist() == [[1.0, 2.0, 3.0, 4.0]] and scores.tolist() == [0.5] and labels.tolist() == [7]
 
+
 def test_prepare_image_rejects_images_larger_than_the_canvas():
     with pytest.raises(ValueError, match="larger than the exported"):
         prepare_image(np.zeros((600, 400, 3), np.uint8), 240, 352, CANVAS)  # portrait: 352 x 240 does not fit

@@ -166,3 +166,11 @@ def test_import_od2_stays_light():
     code = "import sys, od2, od2.config; print(sorted({'torch', 'od2.models', 'od2.modeling'} & set(sys.modules)))"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=REPO).stdout
     assert out.strip() == "[]"
+
+
+def test_the_neck_norm_defaults_to_the_neck_sections_default():
+    bifpn = retinanet_config(neck="bifpn")
+    assert (bifpn.MODEL.BIFPN.NORM, bifpn.MODEL.RETINANET.NORM) == ("GN", "GN")  # the BiFPN section's default
+    fpn = retinanet_config()
+    assert (fpn.MODEL.FPN.NORM, fpn.MODEL.RETINANET.NORM) == ("", "")
+    assert retinanet_config(neck="bifpn", norm="BN", head_norm="").MODEL.BIFPN.NORM == "BN"

@@ -7,12 +7,11 @@ import time
 from pathlib import Path
 
 from od2.config import load_config, resolve_config
+from od2.data.catalog import default_root
 from od2.data.setup import build_train_loader_from_cfg, load_datasets
 
-REPO = Path(__file__).resolve().parents[2]
 BCCD_CONFIG = resolve_config("bccd/retinanet_lite0.yaml")
 DIGITS_CONFIG = resolve_config("digits/retinanet_lite0.yaml")
-SHARED_DATA = REPO.parent / "shared" / "data"
 
 
 def loader_images_per_second(config: str | Path, overrides: list[str], num_images: int) -> float:
@@ -34,8 +33,10 @@ def loader_images_per_second(config: str | Path, overrides: list[str], num_image
 
 
 def default_pipeline() -> tuple[str, Path, list[str]]:
-    """(description, config, overrides) of the pipeline ``od2 bench`` measures: BCCD's JPEGs when ../shared/data
-    holds them (a development checkout), else the embedded digits dataset (generated on first use)."""
-    if (SHARED_DATA / "bccd").is_dir():
-        return "BCCD 640x480 JPEGs, short side 416-544, flip", BCCD_CONFIG, [f"DATASETS.ROOT={SHARED_DATA}"]
+    """(description, config, overrides) of the pipeline ``od2 bench`` measures: BCCD's JPEGs when the datasets
+    root (``$OD2_DATASETS``, else ./datasets) holds bccd/, else the embedded digits dataset (generated on first
+    use)."""
+    root = default_root()
+    if (root / "bccd").is_dir():
+        return "BCCD 640x480 JPEGs, short side 416-544, flip", BCCD_CONFIG, [f"DATASETS.ROOT={root}"]
     return "digits PNG scenes, short side 160-224, flip", DIGITS_CONFIG, []

@@ -140,12 +140,15 @@ def markdown_section(rows: list[Row], iters: int, command: str = "od2 bench") ->
         "RetinaNet-R50-FPN both sides (od2: configs/Base-RetinaNet.yaml), 80 classes, 9 anchors per cell of the "
         "same sizes, random weights with the same classification bias around logit(0.05), so that postprocessing "
         "handles full candidate lists (od2/benchmark/retinanet_pair.py). od2 takes P6 from C5 as the original "
-        "does, torchvision from P5 (4.1M more parameters and 0.9 GFLOPs more for od2).",
+        "does, torchvision from P5 (4.1M more parameters and 0.9 GFLOPs more for od2). For inference od2's model is "
+        "converted as TEST.WINOGRAD=True does (od2.layers.winograd.convert_to_winograd).",
         "Training: SGD with momentum on 2 images with 8 random boxes each. Trainable BN is "
         "`retinanet_resnet50_fpn(weights=None, weights_backbone=None)`; FrozenBN with stem and res2 frozen is what "
         "torchvision builds when given ImageNet backbone weights, and od2's default FrozenBN with FREEZE_AT=2.",
         "COCO eval: a synthetic ground truth (od2/benchmark/coco_eval_speed.py); both evaluators indexed once, then "
         "timed from loading the results to the summary. Equal numbers are required.",
+        "Data pipeline: BCCD's JPEGs when the datasets root ($OD2_DATASETS, else ./datasets) holds bccd/, else the "
+        "embedded digits scenes; the loader with 0 workers, i.e. the work of one loader worker.",
     ]
     return "\n".join([
         BEGIN,

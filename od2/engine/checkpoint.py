@@ -1,9 +1,9 @@
 """Checkpoints: written atomically (temp file + rename), read with ``weights_only=True``.
 
 A training checkpoint holds the model ("model"), the optimizer, the next iteration to run and the torch RNG
-states, plus, when enabled, the EMA weights ("ema", "ema_updates": :mod:`od2.engine.ema`) and the fp16
-GradScaler state ("scaler"); the data order needs no state because the sampler is a pure function of
-(seed, iteration).
+states, the fp16 GradScaler state ("scaler") when enabled, and every trainer hook's ``state_dict()`` entries (the
+EMA weights "ema", "ema_updates"; the Stitcher feed's "feed_*"; see :mod:`od2.engine.hooks`). The sampler's data
+order is a pure function of (seed, iteration) and needs no state.
 """
 
 from __future__ import annotations

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import sys
 from pathlib import Path
 from typing import Any
@@ -15,9 +16,14 @@ from typing import Any
 RUN_INFO = "run.json"
 
 
-def write_run_info(output_dir: str | os.PathLike, config_file: str | os.PathLike, overrides: list[str]) -> Path:
-    """Record the run's config file, its ``KEY=VALUE`` overrides and the command line in ``output_dir/run.json``."""
+def write_run_info(output_dir: str | os.PathLike, config_file: str | os.PathLike, overrides: list[str],
+                   resume: bool = False) -> Path:
+    """Record the run's config file, its ``KEY=VALUE`` overrides and the command line in ``output_dir/run.json``.
+
+    A resumed run keeps the record of the start (it may be resumed from its own ``config.yaml``)."""
     path = Path(output_dir) / RUN_INFO
+    if resume and path.is_file():
+        return path
     path.parent.mkdir(parents=True, exist_ok=True)
     info = {"config_file": str(config_file), "overrides": list(overrides), "argv": list(sys.argv)}
     path.write_text(json.dumps(info, indent=2) + "\n")
@@ -35,8 +41,24 @@ def read_run_info(folder: str | os.PathLike) -> dict[str, Any] | None:
 
 
 def run_name(folder: str | os.PathLike) -> str:
-    """The stem of the config file the run was trained from, else the folder's name."""
+    """The stem of the config file the run was trained from, else the folder's name.
+
+    Folders written before run.json existed name their config only in the line ``od2 train`` logs at its start
+    (``... INFO: config PATH with overrides [...]``); that line is read for them.
+    """
     info = read_run_info(folder)
     if info and info.get("config_file"):
         return Path(str(info["config_file"])).stem
-    return Path(folder).name
+    return _config_in_log(Path(folder) / "log.txt") or Path(folder).name
+
+
+def _config_in_log(log: Path) -> str | None:
+    try:
+        with log.open(encoding="utf-8", errors="replace") as f:
+            for line in f:
+                match = re.search(r"\] INFO: config (.+) with overrides ", line)
+                if match:
+                    return Path(match.group(1)).stem
+    except OSError:
+        return None
+    return None

@@ -36,8 +36,6 @@ class TrainFeed:
         records: training ImageRecords.
     """
 
-    STATE_KEYS = ("feed_regular_batches", "feed_mosaic_batches", "feed_mosaic_next")
-
     def __init__(self, cfg: CfgNode, records: list[dict]):
         self.cfg, self.records = cfg, records
         stitcher = cfg.INPUT.STITCHER

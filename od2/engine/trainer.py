@@ -207,6 +207,7 @@ class Trainer:
             self.output_dir.mkdir(parents=True, exist_ok=True)
             (self.output_dir / "config.yaml").write_text(cfg.dump())
         self.resume_or_start(resume)
+        self.checkpoint_entries()  # on every rank: a clash of hook keys stops all of them, not rank 0 alone
         logger.info("mixed precision: %s; EMA of weights: %s",
                     f"SOLVER.AMP={cfg.SOLVER.AMP} (autocast {self.amp_dtype}, GradScaler "
                     f"{'on' if self.scaler.is_enabled() else 'off'})" if self.amp_dtype else "off (fp32)",
@@ -247,7 +248,7 @@ class Trainer:
         if not math.isfinite(reduced["total_loss"]):
             raise NonFiniteLossError(
                 f"loss is not finite at iteration {iteration} ({reduced}); stopped training. Try a lower "
-                f"SOLVER.BASE_LR, a longer SOLVER.WARMUP_ITERS or SOLVER.CLIP_NORM."
+                f"SOLVER.BASE_LR, a longer SOLVER.WARMUP_ITERS or SOLVER.CLIP_NORM.", iteration
             )
         self.optimizer.zero_grad(set_to_none=True)
         self.scaler.scale(total).backward()  # the scaler is a pass-through unless SOLVER.AMP is fp16
@@ -263,12 +264,17 @@ class Trainer:
         point ``last_checkpoint`` at it; all ranks wait for it. Returns the path."""
         path = self.output_dir / name
         if dist.is_main_process():
-            core = {"world_size": dist.get_world_size(), "class_names": list(self.class_names),
-                    **({"scaler": self.scaler.state_dict()} if self.scaler.is_enabled() else {})}
-            extra = merge_checkpoint_states(core, self.hooks, reserved=TRAINING_CHECKPOINT_KEYS)
-            path = save_training_checkpoint(self.output_dir, name, self.bare_model, self.optimizer, iteration, **extra)
+            path = save_training_checkpoint(self.output_dir, name, self.bare_model, self.optimizer, iteration,
+                                            **self.checkpoint_entries())
         dist.barrier()
         return path
+
+    def checkpoint_entries(self) -> dict[str, Any]:
+        """The checkpoint entries besides model, optimizer, iteration and RNG: the trainer's own and every hook's
+        ``state_dict()``; a ValueError when two of them write the same key."""
+        core = {"world_size": dist.get_world_size(), "class_names": list(self.class_names),
+                **({"scaler": self.scaler.state_dict()} if self.scaler.is_enabled() else {})}
+        return merge_checkpoint_states(core, self.hooks, reserved=TRAINING_CHECKPOINT_KEYS)
 
     def report_evaluation(self, iteration: int, summary: dict[str, Any] | None) -> None:
         """Keep ``summary`` as ``last_evaluation`` and call every hook's ``after_evaluation`` (for evaluating hooks)."""

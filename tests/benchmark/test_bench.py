@@ -141,3 +141,13 @@ def test_inference_measure_runs_od2_converted_for_cpu_inference(monkeypatch):
     rounds = model_speed.inference_seconds_per_image(1, 1, height=64, width=96)
     assert set(rounds) == {"od2", "torchvision"} and len(converted) == 1
     assert type(converted[0].head.cls_score) is WinogradConv2d  # od2's model, as TEST.WINOGRAD converts it
+
+
+def test_the_data_row_measures_bccd_only_where_the_datasets_root_holds_it(tmp_path, monkeypatch):
+    from od2.benchmark.data_speed import BCCD_CONFIG, DIGITS_CONFIG, default_pipeline
+
+    monkeypatch.setenv("OD2_DATASETS", str(tmp_path))
+    assert default_pipeline()[1] == DIGITS_CONFIG
+    (tmp_path / "bccd").mkdir()
+    _, config, overrides = default_pipeline()
+    assert config == BCCD_CONFIG and overrides == [f"DATASETS.ROOT={tmp_path}"]

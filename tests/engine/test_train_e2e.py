@@ -156,6 +156,7 @@ def test_torchrun_two_processes_gloo(digits_root, tmp_path):
     assert [m["iteration"] for m in metrics] == [1, 2, 3, 4]
 
 
+@pytest.mark.slow  # a torchrun subprocess
 def test_torchrun_one_cpu_process_trains_with_syncbn(digits_root, tmp_path):
     run_dir = _torchrun_train(digits_root, tmp_path, 1,
                               ["SOLVER.MAX_ITER=2", "SOLVER.IMS_PER_BATCH=2", "MODEL.FPN.NORM=SyncBN"])

@@ -224,6 +224,13 @@ def test_lite0_loads_checkpoints_of_its_former_block_layout() -> None:
     target.load_state_dict(old_layout, strict=True)
     for key, value in source.state_dict().items():
         torch.testing.assert_close(target.state_dict()[key], value, rtol=0, atol=0, msg=key)
+    # MODEL.WEIGHTS goes through load_matching_state_dict, which matches by name (here with a DDP prefix)
+    by_name = EfficientNetLite0(pretrained=False, norm_layer=nn.BatchNorm2d)
+    report = load_matching_state_dict(by_name, {f"module.{k}": v for k, v in old_layout.items()})
+    assert not report.missing and not report.unexpected and not report.mismatched
+    for key, value in source.state_dict().items():
+        torch.testing.assert_close(by_name.state_dict()[key], value, rtol=0, atol=0, msg=key)
+
 
 def _bn_buffers(module: nn.Module) -> dict[str, torch.Tensor]:
     return {k: v.clone() for k, v in module.state_dict().items() if k.endswith(("running_mean", "running_var"))}

@@ -84,9 +84,13 @@ def test_report_cli_errors_on_a_folder_that_is_not_a_run(tmp_path, capsys):
     assert (tmp_path / "r.md").read_text().startswith("# od2 results")
 
 
-def test_run_name_comes_from_run_json_not_the_log(tmp_path):
+def test_run_name_comes_from_run_json_then_the_log_of_older_folders(tmp_path):
     folder = make_run(tmp_path / "seed3", "configs/coco/RetinaNet-GN.yaml")
     (folder / "log.txt").write_text("[11/28 01:44:31 od2] INFO: config configs/other.yaml with overrides []\n")
     assert read_run(folder).name == "RetinaNet-GN"
-    (folder / "run.json").unlink()
+    write_run_info(folder, folder / "config.yaml", [], resume=True)  # a resume keeps the start's record
+    assert read_run(folder).name == "RetinaNet-GN"
+    (folder / "run.json").unlink()  # a folder from before run.json: the line od2 train logged
+    assert read_run(folder).name == "other"
+    (folder / "log.txt").unlink()
     assert read_run(folder).name == "seed3"

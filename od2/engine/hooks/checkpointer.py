@@ -31,6 +31,4 @@ class PeriodicCheckpointer(HookBase):
     def on_exception(self, iteration: int, error: BaseException) -> None:
         if not isinstance(error, NonFiniteLossError):  # other errors may strike mid-update: no consistent state
             return
-        path = self.trainer.save_checkpoint(f"model_nonfinite_{iteration:07d}.pth", iteration)
-        error.add_note(f"The state before iteration {iteration} is saved in {path}; --resume starts from it and "
-                       "replays the same batches, so change the config first.")
+        error.saved_state = self.trainer.save_checkpoint(f"model_nonfinite_{iteration:07d}.pth", iteration)

@@ -237,10 +237,14 @@ class EfficientNetLite0(nn.Module):
         logger.debug("EfficientNet-Lite0: unused pretrained keys %s", unused)
         return unused
 
-    def _load_from_state_dict(self, state_dict: dict[str, Tensor], prefix: str, *args, **kwargs) -> None:
-        # od2 checkpoints written before the blocks were od2.layers.ConvNormAct name each norm "<block>.norm".
+    def upgrade_checkpoint_keys(self, state_dict: dict[str, Tensor], prefix: str = "") -> None:
+        """Rename, in place, the entries under ``prefix`` that od2 checkpoints written before the blocks were
+        od2.layers.ConvNormAct hold (each norm as ``<block>.norm``; now ``<block>.norm_act.norm``)."""
         for key in [k for k in state_dict if k.startswith(prefix) and _FORMER_NORM.search(k)]:
             state_dict[_FORMER_NORM.sub(f".{_NORM}.", key)] = state_dict.pop(key)
+
+    def _load_from_state_dict(self, state_dict: dict[str, Tensor], prefix: str, *args, **kwargs) -> None:
+        self.upgrade_checkpoint_keys(state_dict, prefix)
         super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
 
     def forward(self, x: Tensor) -> dict[str, Tensor]:

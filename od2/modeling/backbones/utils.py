@@ -76,6 +76,16 @@ def _best_prefix(keys: list[str], model_keys: set[str]) -> str:
     return max(sorted(votes, key=len), key=votes.__getitem__)
 
 
+def upgrade_checkpoint_keys(module: nn.Module, state_dict: dict[str, torch.Tensor]) -> None:
+    """Let every submodule that renamed its entries since older od2 checkpoints (an ``upgrade_checkpoint_keys(
+    state_dict, prefix)`` method, as ``load_state_dict`` would call through ``_load_from_state_dict``) rename them
+    in ``state_dict`` (keys relative to ``module``), so that matching by name finds them."""
+    for name, submodule in module.named_modules():
+        upgrade = getattr(submodule, "upgrade_checkpoint_keys", None)
+        if callable(upgrade):
+            upgrade(state_dict, f"{name}." if name else "")
+
+
 def load_matching_state_dict(module: nn.Module, state_dict: Mapping[str, torch.Tensor],
                              target: str = "backbone") -> LoadReport:
     """Load a possibly prefixed checkpoint into ``module`` (a backbone, or a whole model) non-strictly and report
@@ -100,17 +110,16 @@ def load_matching_state_dict(module: nn.Module, state_dict: Mapping[str, torch.T
     prefix = _best_prefix(keys, set(model_state))
     report = LoadReport(prefix=prefix)
 
+    report.unexpected = [key for key in keys if not key.startswith(prefix)]
+    named = {key[len(prefix):]: state_dict[key] for key in keys if key.startswith(prefix)}
+    upgrade_checkpoint_keys(module, named)
+
     to_load: dict[str, torch.Tensor] = {}
-    for key in keys:
-        if not key.startswith(prefix):
-            report.unexpected.append(key)
-            continue
-        name = key[len(prefix):]
+    for name, tensor in named.items():
         if name not in model_state:
             if not name.endswith("num_batches_tracked"):
-                report.unexpected.append(key)
+                report.unexpected.append(prefix + name)
             continue
-        tensor = state_dict[key]
         if tensor.shape != model_state[name].shape:
             report.mismatched.append(f"{name}: {tuple(tensor.shape)} vs {tuple(model_state[name].shape)}")
             continue
