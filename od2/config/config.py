@@ -4,8 +4,11 @@ A config file is YAML (read with ``yaml.safe_load``) holding a subset of the key
 :mod:`od2.config.defaults`. ``_BASE_: other.yaml`` (relative to the file, else a packaged config's name) is merged
 first, recursively.
 Command-line overrides are ``KEY=VALUE`` strings whose VALUE is parsed as YAML (``SOLVER.STEPS=[100,200]``).
-Every key must exist in the defaults and every value must have the default's type; a mistake raises
-:class:`ConfigError` naming the key (and the file) and suggesting the closest valid key. A retired key
+Every key must exist in the defaults, every value must have the default's type (each item of a list: the type of
+the default's items, or :data:`~od2.config.defaults.LIST_ITEM_TYPES` where the default is empty) and lie in its
+:data:`~od2.config.defaults.VALUE_RANGES`; a mistake raises a one-line :class:`ConfigError` naming the key (and the
+file) and suggesting the closest valid key. So does a file that is not UTF-8, holds no keys, or whose ``_BASE_`` is
+not a file name. A retired key
 (``RETIRED_KEYS``) is ignored with a logged warning that says what replaced it, so that old configs and run
 folders still load.
 
@@ -27,7 +30,7 @@ import yaml
 
 from od2.utils.cfg_node import CfgNode, ConfigError
 
-from .defaults import DEFAULTS, RETIRED_KEYS
+from .defaults import DEFAULTS, LIST_ITEM_TYPES, RETIRED_KEYS, VALUE_RANGES
 from .named_configs import resolve_config
 
 logger = logging.getLogger(__name__)
@@ -86,13 +89,18 @@ def _unknown_key_error(full_key: str, source: str) -> ConfigError:
     return ConfigError(f"{source}: unknown config key {full_key!r}.{hint}")
 
 
-def _check_type(full_key: str, default: Any, value: Any, source: str) -> Any:
-    """Return ``value`` coerced to the default's type, or raise ConfigError."""
+def _check_type(full_key: str, default: Any, value: Any, source: str, show_default: bool = True) -> Any:
+    """Return ``value`` coerced to the default's type, or raise ConfigError.
+
+    ``show_default=False`` leaves the default out of the message, for a stand-in default (an item of a list key
+    whose default is empty).
+    """
 
     def fail() -> ConfigError:
+        shown = f" (default {default!r})" if show_default else ""
         return ConfigError(
-            f"{source}: config key {full_key!r} expects {type(default).__name__} "
-            f"(default {default!r}) but got {type(value).__name__} {value!r}."
+            f"{source}: config key {full_key!r} expects {type(default).__name__}{shown} "
+            f"but got {type(value).__name__} {value!r}."
         )
 
     if isinstance(default, bool):
@@ -116,17 +124,36 @@ def _check_type(full_key: str, default: Any, value: Any, source: str) -> Any:
     if isinstance(default, (list, tuple)):
         if isinstance(value, tuple):
             value = list(value)
+        # An empty default says nothing of its items: LIST_ITEM_TYPES does, with the type's zero as a stand-in.
+        item_type = LIST_ITEM_TYPES.get(full_key)
+        item_default = default[0] if default else (item_type() if item_type else None)
+        show_item_default = bool(default) and show_default
         if not isinstance(value, list):
-            if default and not isinstance(default[0], (list, tuple)) and not isinstance(value, dict):
+            if item_default is not None and not isinstance(item_default, (list, tuple)) and not isinstance(value, dict):
                 try:  # a scalar where a list is expected: MIN_SIZE_TRAIN=576, BBOX_REG_WEIGHTS=1
-                    return [_check_type(full_key, default[0], value, source)]
+                    return [_check_type(full_key, item_default, value, source, show_item_default)]
                 except ConfigError:
                     pass
             raise fail()
-        if default:
-            return [_check_type(f"{full_key}[{i}]", default[0], item, source) for i, item in enumerate(value)]
+        if item_default is not None:
+            return [_check_type(f"{full_key}[{i}]", item_default, item, source, show_item_default)
+                    for i, item in enumerate(value)]
         return value
     raise fail()
+
+
+def _check_range(full_key: str, value: Any, source: str) -> None:
+    """Raise ConfigError unless ``value`` (each number of it, for a list) lies in the key's VALUE_RANGES entry."""
+    value_range = VALUE_RANGES.get(full_key)
+    if value_range is None:
+        return
+    numbers = [(full_key, value)]
+    while numbers:
+        key, number = numbers.pop(0)
+        if isinstance(number, list):
+            numbers[:0] = [(f"{key}[{i}]", item) for i, item in enumerate(number)]
+        elif number not in value_range:
+            raise ConfigError(f"{source}: config key {key!r} must be {value_range}, got {number!r}.")
 
 
 def merge_into(cfg: dict, new: dict, source: str, defaults: dict | None = None, prefix: str = "") -> None:
@@ -149,6 +176,7 @@ def merge_into(cfg: dict, new: dict, source: str, defaults: dict | None = None, 
             merge_into(cfg[key], value, source, default, full_key + ".")
         else:
             checked = _check_type(full_key, default, value, source)
+            _check_range(full_key, checked, source)
             cfg[key] = CfgNode(checked) if isinstance(checked, dict) else checked
 
 
@@ -158,13 +186,24 @@ def _read_yaml_with_bases(path: Path, seen: tuple[Path, ...] = ()) -> list[tuple
     if path in seen:
         raise ConfigError(f"{path}: _BASE_ cycle through {' -> '.join(str(p) for p in seen)}")
     try:
-        data = yaml.safe_load(path.read_text()) or {}
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"{path}: not UTF-8 text (byte {exc.object[exc.start]:#04x} at offset {exc.start}); "
+                          f"save it as UTF-8") from exc
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot read: {exc.strerror or exc}") from exc
     except yaml.YAMLError as exc:
         raise ConfigError(f"{path}: not valid YAML: {exc}") from exc
+    # An empty file is more likely a lost write or the wrong file than a wish for the defaults (no --config says
+    # that), and training overnight on the defaults would waste the night.
+    if data is None or data == {}:
+        raise ConfigError(f"{path}: the file holds no config keys (is it the right file, or was its write cut short?)")
     if not isinstance(data, dict):
         raise ConfigError(f"{path}: a config file must be a mapping of keys, got {type(data).__name__}")
     chain: list[tuple[dict, str]] = []
     base = data.pop(BASE_KEY, None)
+    if base is not None and not isinstance(base, str):
+        raise ConfigError(f"{path}: {BASE_KEY} must be one file name (a string), got {type(base).__name__} {base!r}")
     if base:
         chain.extend(_read_yaml_with_bases(resolve_config(base, relative_to=path.parent), seen + (path,)))
     chain.append((data, str(path)))
@@ -184,8 +223,12 @@ def parse_overrides(overrides: Iterable[str]) -> dict:
             raise ConfigError(f"command line: cannot parse value of {key!r}: {exc}") from exc
         node = nested
         parts = key.strip().split(".")
-        for part in parts[:-1]:
+        for depth, part in enumerate(parts[:-1]):
             node = node.setdefault(part, {})
+            if not isinstance(node, dict):
+                given = ".".join(parts[: depth + 1])
+                raise ConfigError(f"command line: {given!r} is given the value {node!r}, so {key.strip()!r} "
+                                  f"cannot set a key inside it")
         node[parts[-1]] = value
     return nested
 

@@ -2,8 +2,9 @@
 
 The type of each default is the type a config file may give the key: an int default accepts ints, a float
 default accepts ints and floats, a list/tuple default accepts a list (its items checked against the
-default's first item when there is one). Key names follow detectron2 and the original object_detection2
-(see ../../README.md "Config keys" and docs/config.md for what each one means).
+default's first item, or against :data:`LIST_ITEM_TYPES` where the default is empty). :data:`VALUE_RANGES` says
+where a number (or each number of a list) must lie; loading checks it. Key names follow detectron2 and the
+original object_detection2 (see ../../README.md "Config keys" and docs/config.md for what each one means).
 
 The section of each backbone family (MODEL.RESNETS, MODEL.EFFICIENTNETS, ...) and of each neck (MODEL.FPN,
 MODEL.BIFPN, ...) belongs to its registration in od2.modeling (od2/modeling/registration.py);
@@ -13,6 +14,8 @@ MODEL.BIFPN, ...) belongs to its registration in od2.modeling (od2/modeling/regi
 from __future__ import annotations
 
 from typing import Any
+
+from .value_range import PROBABILITY, ValueRange, above, at_least
 
 # Anchor sizes of the log: 32 * 2^(k/3) per level, P3..P7 (original-spec §3.5).
 LOG_ANCHOR_SIZES = [[round(32 * 2 ** (level + k / 3), 3) for k in range(3)] for level in range(5)]
@@ -121,4 +124,62 @@ DEFAULTS: dict[str, Any] = {
 # with a warning that says what replaced them.
 RETIRED_KEYS: dict[str, str] = {
     "MODEL.RETINANET.WINOGRAD": "Winograd is now a test-time conversion, off unless TEST.WINOGRAD=True",
+}
+
+# The type of each item of a list key whose default is empty, so that its items are checked as others' are
+# (a list default's items are checked against its first item). MODEL.PIXEL_MEAN=[a,b,c] fails at load time.
+LIST_ITEM_TYPES: dict[str, type] = {
+    "MODEL.PIXEL_MEAN": float,
+    "MODEL.PIXEL_STD": float,
+}
+
+# Where a number must lie, checked when a file or override sets it (for a list: each of its numbers, however deeply
+# nested). A period or count of 0 means "off" where the key's docs say so; keys whose negative values mean something
+# (FOCAL_LOSS_ALPHA < 0: no weighting, WEIGHT_DECAY_BIAS < 0: the same as WEIGHT_DECAY) are bounded only above or not
+# at all. The backbones' and necks' own sections are checked by their builders.
+VALUE_RANGES: dict[str, ValueRange] = {
+    "MODEL.PIXEL_STD": above(0),
+    "MODEL.EMA.DECAY": PROBABILITY,
+    "MODEL.BACKBONE.FREEZE_AT": at_least(0),
+    "MODEL.ANCHOR_GENERATOR.SIZES": above(0),
+    "MODEL.ANCHOR_GENERATOR.ASPECT_RATIOS": above(0),
+    "MODEL.RETINANET.NUM_CLASSES": at_least(0),
+    "MODEL.RETINANET.NUM_CONVS": at_least(0),
+    "MODEL.RETINANET.IOU_THRESHOLDS": PROBABILITY,
+    "MODEL.RETINANET.PRIOR_PROB": ValueRange(0.0, 1.0, low_open=True, high_open=True),
+    "MODEL.RETINANET.FOCAL_LOSS_ALPHA": ValueRange(high=1.0),
+    "MODEL.RETINANET.FOCAL_LOSS_GAMMA": at_least(0),
+    "MODEL.RETINANET.SMOOTH_L1_LOSS_BETA": at_least(0),
+    "MODEL.RETINANET.BBOX_REG_WEIGHTS": above(0),
+    "MODEL.RETINANET.BOX_REG_LOSS_SCALE": at_least(0),
+    "MODEL.RETINANET.SCORE_THRESH_TEST": PROBABILITY,
+    "MODEL.RETINANET.TOPK_CANDIDATES_TEST": at_least(1),
+    "MODEL.RETINANET.NMS_THRESH_TEST": PROBABILITY,
+    "INPUT.MIN_SIZE_TRAIN": at_least(1),
+    "INPUT.MAX_SIZE_TRAIN": at_least(1),
+    "INPUT.MIN_SIZE_TEST": at_least(1),
+    "INPUT.MAX_SIZE_TEST": at_least(1),
+    "INPUT.RANDOM_FLIP": PROBABILITY,
+    "INPUT.SIZE_DIVISIBILITY": at_least(0),
+    "INPUT.STITCH": PROBABILITY,
+    "INPUT.STITCHER.THRESHOLD": PROBABILITY,
+    "INPUT.STITCHER.SMALL_AREA": at_least(0),
+    "DATALOADER.NUM_WORKERS": at_least(0),
+    "SOLVER.IMS_PER_BATCH": at_least(1),
+    "SOLVER.BASE_LR": at_least(0),
+    "SOLVER.MOMENTUM": PROBABILITY,
+    "SOLVER.WEIGHT_DECAY": at_least(0),
+    "SOLVER.WEIGHT_DECAY_NORM": at_least(0),
+    "SOLVER.STEPS": at_least(0),
+    "SOLVER.GAMMA": above(0),
+    "SOLVER.MAX_ITER": at_least(1),
+    "SOLVER.MIN_LR": at_least(0),
+    "SOLVER.WARMUP_ITERS": at_least(0),
+    "SOLVER.WARMUP_FACTOR": PROBABILITY,
+    "SOLVER.CLIP_NORM": at_least(0),
+    "SOLVER.CHECKPOINT_PERIOD": at_least(0),
+    "TEST.EVAL_PERIOD": at_least(0),
+    "TEST.DETECTIONS_PER_IMAGE": at_least(1),
+    "TEST.IMS_PER_BATCH": at_least(1),
+    "LOG_PERIOD": at_least(0),
 }

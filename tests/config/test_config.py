@@ -363,3 +363,138 @@ def test_check_choice_names_key_value_choices_and_closest():
     with pytest.raises(ConfigError) as err:
         check_choice("MODEL.RESNETS.DEPTH", 152, [18, 34, 50, 101])
     assert str(err.value) == "MODEL.RESNETS.DEPTH 152 is not one of [18, 34, 50, 101]"
+
+
+# ---------------------------------------------------------------- edge cases: one-line errors naming key or file
+
+
+def one_line_error(path_or_none, overrides=()) -> str:
+    with pytest.raises(ConfigError) as info:
+        load_config(path_or_none, list(overrides))
+    message = str(info.value)
+    assert "\n" not in message, message
+    return message
+
+
+@pytest.mark.parametrize("base", ["[a.yaml]", "{a: 1}", "3"])
+def test_base_that_is_not_a_file_name_names_the_file(tmp_path, base):
+    write(tmp_path / "a.yaml", "SEED: 1\n")
+    child = write(tmp_path / "child.yaml", f"_BASE_: {base}\nSEED: 2\n")
+    message = one_line_error(child)
+    assert "child.yaml" in message and "_BASE_" in message
+
+
+@pytest.mark.parametrize("overrides", [["SOLVER=1", "SOLVER.BASE_LR=2"], ["SEED=1", "SEED.X=2"]])
+def test_override_into_a_key_given_a_scalar_names_it(overrides):
+    message = one_line_error(None, overrides)
+    assert overrides[0].split("=")[0] in message and "command line" in message
+
+
+@pytest.mark.parametrize("override,key", [
+    ("MODEL.PIXEL_MEAN=[a,b,c]", "MODEL.PIXEL_MEAN[0]"),
+    ("MODEL.PIXEL_STD=[1.0,x,1.0]", "MODEL.PIXEL_STD[1]"),
+    ("MODEL.PIXEL_MEAN=[[1.0]]", "MODEL.PIXEL_MEAN[0]"),
+])
+def test_items_of_keys_whose_default_is_empty_are_type_checked(override, key):
+    message = one_line_error(None, [override])
+    assert key in message and "float" in message
+
+
+def test_items_of_keys_whose_default_is_empty_are_coerced():
+    cfg = load_config(None, ["MODEL.PIXEL_MEAN=[103, 116.28, 123]", "MODEL.PIXEL_STD=1"])
+    assert cfg.MODEL.PIXEL_MEAN == [103.0, 116.28, 123.0] and all(isinstance(v, float) for v in cfg.MODEL.PIXEL_MEAN)
+    assert cfg.MODEL.PIXEL_STD == [1.0]
+
+
+def test_every_key_whose_default_is_an_empty_list_has_an_item_type():
+    from od2.config.config import schema
+    from od2.config.defaults import LIST_ITEM_TYPES
+
+    def empty_lists(tree, prefix=""):
+        for key, value in tree.items():
+            if isinstance(value, dict):
+                yield from empty_lists(value, f"{prefix}{key}.")
+            elif isinstance(value, list) and not value:
+                yield f"{prefix}{key}"
+
+    assert set(empty_lists(schema())) <= set(LIST_ITEM_TYPES)
+
+
+def test_non_utf8_file_names_the_file(tmp_path):
+    path = tmp_path / "latin1.yaml"
+    path.write_bytes("OUTPUT_DIR: r\xe9sultats\n".encode("latin-1"))
+    message = one_line_error(path)
+    assert "latin1.yaml" in message and "UTF-8" in message
+
+
+@pytest.mark.parametrize("text", ["", "\n\n", "# only a comment\n"])
+def test_empty_file_is_an_error_naming_the_file(tmp_path, text):
+    path = write(tmp_path / "empty.yaml", text)
+    message = one_line_error(path)
+    assert "empty.yaml" in message and "no config keys" in message
+
+
+def test_empty_base_file_is_an_error_naming_it(tmp_path):
+    write(tmp_path / "base.yaml", "")
+    child = write(tmp_path / "child.yaml", "_BASE_: base.yaml\nSEED: 2\n")
+    assert "base.yaml" in one_line_error(child)
+
+
+def test_a_file_holding_only_a_base_loads(tmp_path):
+    write(tmp_path / "base.yaml", "SEED: 7\n")
+    assert load_config(write(tmp_path / "child.yaml", "_BASE_: base.yaml\n")).SEED == 7
+
+
+@pytest.mark.parametrize("override,key", [
+    ("SOLVER.MAX_ITER=-5", "SOLVER.MAX_ITER"),
+    ("SOLVER.MAX_ITER=0", "SOLVER.MAX_ITER"),
+    ("INPUT.MIN_SIZE_TRAIN=[0]", "INPUT.MIN_SIZE_TRAIN[0]"),
+    ("INPUT.MIN_SIZE_TRAIN=[512, -1]", "INPUT.MIN_SIZE_TRAIN[1]"),
+    ("INPUT.MAX_SIZE_TEST=0", "INPUT.MAX_SIZE_TEST"),
+    ("SOLVER.CHECKPOINT_PERIOD=-1", "SOLVER.CHECKPOINT_PERIOD"),
+    ("TEST.EVAL_PERIOD=-100", "TEST.EVAL_PERIOD"),
+    ("LOG_PERIOD=-20", "LOG_PERIOD"),
+    ("SOLVER.IMS_PER_BATCH=0", "SOLVER.IMS_PER_BATCH"),
+    ("DATALOADER.NUM_WORKERS=-1", "DATALOADER.NUM_WORKERS"),
+    ("INPUT.RANDOM_FLIP=1.5", "INPUT.RANDOM_FLIP"),
+    ("INPUT.STITCH=-0.1", "INPUT.STITCH"),
+    ("MODEL.RETINANET.PRIOR_PROB=0", "MODEL.RETINANET.PRIOR_PROB"),
+    ("MODEL.RETINANET.IOU_THRESHOLDS=[0.4, 1.5]", "MODEL.RETINANET.IOU_THRESHOLDS[1]"),
+    ("MODEL.RETINANET.NMS_THRESH_TEST=2", "MODEL.RETINANET.NMS_THRESH_TEST"),
+    ("MODEL.ANCHOR_GENERATOR.SIZES=[[32, -64]]", "MODEL.ANCHOR_GENERATOR.SIZES[0][1]"),
+    ("MODEL.PIXEL_STD=[1.0, 0.0, 1.0]", "MODEL.PIXEL_STD[1]"),
+    ("SOLVER.STEPS=[-3]", "SOLVER.STEPS[0]"),
+    ("SOLVER.BASE_LR=-0.01", "SOLVER.BASE_LR"),
+    ("MODEL.EMA.DECAY=1.5", "MODEL.EMA.DECAY"),
+    ("TEST.DETECTIONS_PER_IMAGE=0", "TEST.DETECTIONS_PER_IMAGE"),
+])
+def test_value_out_of_range_is_a_one_line_error_naming_key_and_range(override, key):
+    message = one_line_error(None, [override])
+    assert key in message and "command line" in message and "must be" in message, message
+
+
+def test_value_out_of_range_in_a_file_names_the_file(tmp_path):
+    path = write(tmp_path / "neg.yaml", "SOLVER:\n  MAX_ITER: -5\n")
+    message = one_line_error(path)
+    assert "neg.yaml" in message and "SOLVER.MAX_ITER" in message and ">= 1" in message
+
+
+@pytest.mark.parametrize("override", [
+    "SOLVER.CHECKPOINT_PERIOD=0", "TEST.EVAL_PERIOD=0", "LOG_PERIOD=0", "DATALOADER.NUM_WORKERS=0",
+    "MODEL.RETINANET.FOCAL_LOSS_ALPHA=-1", "SOLVER.WEIGHT_DECAY_BIAS=-1", "INPUT.RANDOM_FLIP=1",
+    "INPUT.STITCH=0", "SOLVER.CLIP_NORM=0", "MODEL.RETINANET.NUM_CLASSES=0", "SOLVER.MAX_ITER=1",
+])
+def test_values_at_the_edge_of_their_range_load(override):
+    load_config(None, [override])
+
+
+def test_every_ranged_key_exists_and_its_default_is_in_range():
+    from od2.config.defaults import VALUE_RANGES
+
+    cfg = get_cfg()
+    for key, value_range in VALUE_RANGES.items():
+        value = cfg.get_path(key)
+        items = [value]
+        while items and isinstance(items[0], list):
+            items = [item for sub in items for item in sub]
+        assert all(item in value_range for item in items), (key, value, value_range)
