@@ -341,7 +341,11 @@ def cmd_bench(args: argparse.Namespace) -> int:
 def cmd_eval_json(args: argparse.Namespace) -> int:
     from od2.evaluation.coco_evaluator import evaluate_json_files, write_summary_json
 
-    summary = evaluate_json_files(args.gt, args.dt)
+    try:
+        summary = evaluate_json_files(args.gt, args.dt)
+    except ValueError as exc:  # malformed files or detections: each message names the file and what is wrong
+        print(f"od2 eval-json: error: {exc}", file=sys.stderr)
+        return 2
     print(summary.table())
     print(f"evaluator time: {summary.eval_seconds:.2f} s")
     if args.out:

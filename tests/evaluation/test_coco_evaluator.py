@@ -280,3 +280,91 @@ def test_write_summary_json_is_atomic_and_complete(tmp_path):
     written = json.loads(path.read_text())
     assert written == {**dict(zip(STAT_NAMES, summary.stats)), "s_per_img": 0.04, "num_images": 5000}
     assert [p.name for p in path.parent.iterdir()] == ["metrics.json"], "no temporary file left behind"
+
+
+# ---------------------------------------------------------------- bad detections: rejected or counted and warned
+
+
+@pytest.mark.parametrize("field,position,value", [
+    ("bbox", 1, float("nan")), ("bbox", 2, float("inf")), ("bbox", 0, float("-inf")),
+    ("score", None, float("nan")), ("score", None, float("inf")),
+])
+def test_non_finite_bbox_or_score_is_rejected_with_its_index(random_case, field, position, value):
+    gt, detections = random_case
+    detections = copy.deepcopy(detections)
+    if position is None:
+        detections[3][field] = value
+    else:
+        detections[3][field][position] = value
+    with pytest.raises(ValueError, match=rf"detection #3 .*{field}"):
+        evaluate_detections(gt, detections)
+
+
+@pytest.mark.parametrize("bbox", [[1.0, 2.0, 3.0], [1.0, 2.0, 3.0, 4.0, 5.0], [1.0, "x", 3.0, 4.0], 7.0, None])
+def test_bbox_that_is_not_four_numbers_is_rejected_with_its_index(random_case, bbox):
+    gt, detections = random_case
+    detections = copy.deepcopy(detections)
+    detections[5]["bbox"] = bbox
+    with pytest.raises(ValueError, match=r"detection #5 .*bbox"):
+        evaluate_detections(gt, detections)
+
+
+def with_odd_detections(detections: list[dict]) -> list[dict]:
+    """A copy where every 5th detection names a category absent from the ground truth, every 3rd has a negative
+    score, and some have a negative width, height or both."""
+    odd = copy.deepcopy(detections)
+    for det in odd[::5]:
+        det["category_id"] = 999
+    for det in odd[::3]:
+        det["score"] = -det["score"]
+    for det in odd[1::4]:
+        det["bbox"][2] = -det["bbox"][2]
+    for det in odd[2::7]:
+        det["bbox"][3] = -det["bbox"][3]
+    return odd
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_odd_but_scorable_detections_match_pycocotools(seed):
+    rng = np.random.default_rng(seed)
+    gt = make_ground_truth(rng)
+    detections = with_odd_detections(make_detections(rng, gt))
+    expected, _ = run_pycocotools(gt, detections)
+    np.testing.assert_allclose(evaluate_detections(gt, detections).stats, expected, rtol=0, atol=1e-9)
+
+
+def test_odd_detections_are_counted_and_warned(random_case, caplog):
+    gt, detections = random_case
+    odd = with_odd_detections(detections)
+    unknown = sum(d["category_id"] == 999 for d in odd)
+    negative_scores = sum(d["score"] < 0 for d in odd)
+    negative_sizes = sum(d["bbox"][2] < 0 or d["bbox"][3] < 0 for d in odd)
+    with caplog.at_level("WARNING"):
+        CocoEvaluator(gt).evaluate(odd, source="dt.json")
+    warnings = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
+    assert len(warnings) == 3 and all(w.startswith("dt.json: ") for w in warnings), warnings
+    unknown_line, score_line, size_line = warnings
+    assert f"{unknown} detections" in unknown_line and "[999]" in unknown_line and "category" in unknown_line
+    assert f"{negative_scores} detections" in score_line and "negative score" in score_line and "#0" in score_line
+    assert f"{negative_sizes} detections" in size_line and "negative width or height" in size_line
+    assert "#1" in size_line
+
+
+def test_valid_detections_warn_nothing(random_case, caplog):
+    gt, detections = random_case
+    with caplog.at_level("WARNING"):
+        evaluate_detections(gt, detections)
+    assert not [r for r in caplog.records if r.levelname == "WARNING"]
+
+
+def test_cli_eval_json_rejects_nan_in_one_line_naming_file_and_index(json_files, random_case, capsys):
+    from od2.cli import main
+
+    _, detections = random_case
+    gt_path, dt_path = json_files
+    bad = copy.deepcopy(detections)
+    bad[7]["bbox"][0] = float("nan")
+    dt_path.write_text(json.dumps(bad))  # json.dumps writes NaN, as numpy-made results files often hold
+    assert main(["eval-json", "--gt", str(gt_path), "--dt", str(dt_path)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "\n" not in err and "dt.json" in err and "#7" in err and "Traceback" not in err, err
