@@ -10,7 +10,7 @@ import pytest
 import torch
 from PIL import Image
 
-from od2.data.image_io import ImageReadError, ImageSizeError, read_image
+from od2.data.image_io import ImagePixelLimitError, ImageReadError, ImageSizeError, read_image
 from od2.data.loader import DetectionDataset, build_test_loader, build_train_loader, collate_batch
 from od2.data.samplers import TrainBatchSampler
 from od2.data.transforms import Compose, ResizeShortestEdge, Sample
@@ -92,6 +92,29 @@ def test_read_image_corrupt_file(tmp_path: Path, content: str) -> None:
         read_image(path)
     assert info.value.path == str(path) and info.value.reason
     assert isinstance(info.value, OSError)
+
+
+def test_read_image_refuses_a_decompression_bomb_from_its_header(bad_images: dict[str, Path]) -> None:
+    # The 50000x50000 PNG would take 7.5 GB decoded; the limit is read from the header, so this test allocates none.
+    with pytest.raises(ImagePixelLimitError, match=r"bomb\.png.*50000x50000 = 2500000000 pixels.*89478485") as info:
+        read_image(bad_images["bomb"])
+    assert isinstance(info.value, ImageReadError)
+    with pytest.raises(ImagePixelLimitError, match="7x9 = 63 pixels.*62"):
+        Image.new("RGB", (7, 9)).save(bad_images["bomb"].with_name("small.png"))
+        read_image(bad_images["bomb"].with_name("small.png"), max_pixels=62)
+    assert read_image(bad_images["bomb"].with_name("small.png"), max_pixels=63).shape == (9, 7, 3)
+
+
+def test_read_image_reason_is_whole(tmp_path: Path) -> None:
+    # torchvision's own message starts with its source location; the reason after it must arrive uncut
+    # ("Out of bound read in decode_png. Probably, the input image is corrupted", not its last clause).
+    path = tmp_path / "cut.png"
+    Image.fromarray(np.random.default_rng(0).integers(0, 256, (64, 64, 3), dtype=np.uint8)).save(path)
+    path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
+    with pytest.raises(ImageReadError) as info:
+        read_image(path)
+    assert "decode_png. Probably, the input image is corrupted" in info.value.reason
+    assert ".cpp" not in info.value.reason
 
 
 def test_read_image_size_mismatch(tmp_path: Path) -> None:
