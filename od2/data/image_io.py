@@ -33,6 +33,7 @@ __all__ = [
     "ImageSizeError",
     "check_pixel_limit",
     "header_size",
+    "pil_pixel_limit_off",
     "read_image",
 ]
 
@@ -98,12 +99,12 @@ def _decode_torchvision(data: bytes) -> np.ndarray:
 
 def _decode_pil(data: bytes) -> np.ndarray:
     """Decode any PIL-readable bytes to uint8 [H, W, 3] RGB (the pixel limit was checked before)."""
-    with _pil_bomb_check_off(), Image.open(io.BytesIO(data)) as im:
+    with pil_pixel_limit_off(), Image.open(io.BytesIO(data)) as im:
         return np.array(im.convert("RGB"))
 
 
 @contextmanager
-def _pil_bomb_check_off() -> Iterator[None]:
+def pil_pixel_limit_off() -> Iterator[None]:
     """Let PIL open any size: od2 applies its own limit, which may be above PIL's. PIL's limit is a module global,
     so this is not thread-safe; od2 decodes in the main thread or in loader processes, never in threads."""
     saved, Image.MAX_IMAGE_PIXELS = Image.MAX_IMAGE_PIXELS, None
@@ -119,7 +120,7 @@ def header_size(path: str | os.PathLike, data: bytes | None = None) -> tuple[int
     Raises:
         UnidentifiedImageError: PIL does not recognise the format.
     """
-    with _pil_bomb_check_off(), Image.open(io.BytesIO(data) if data is not None else path) as im:
+    with pil_pixel_limit_off(), Image.open(io.BytesIO(data) if data is not None else path) as im:
         return im.size
 
 

@@ -9,6 +9,7 @@ from od2.config import CfgNode
 from od2.utils import comm as dist
 
 from .catalog import get_dataset
+from .image_check import drop_bad_images
 from .loader import build_test_loader, build_train_loader, stitcher_seed
 from .records import DatasetInfo
 
@@ -16,7 +17,11 @@ logger = logging.getLogger(__name__)
 
 
 def load_datasets(names: list[str], cfg: CfgNode) -> DatasetInfo:
-    """The named datasets (DATASETS.TRAIN may list several), concatenated; class lists must agree."""
+    """The named datasets (DATASETS.TRAIN may list several), concatenated; class lists must agree.
+
+    Their images are checked (od2.data.image_check: cached, in DATALOADER.NUM_WORKERS processes) and the bad ones
+    left out or refused as DATALOADER.BAD_IMAGES, MAX_BAD_IMAGE_SHARE and INPUT.MAX_IMAGE_PIXELS say.
+    """
     if not names:
         raise ValueError("DATASETS.TRAIN is empty: name at least one dataset (e.g. digits_train)")
     infos = [get_dataset(name, cfg.DATASETS.ROOT or None) for name in names]
@@ -27,6 +32,9 @@ def load_datasets(names: list[str], cfg: CfgNode) -> DatasetInfo:
                              f"{first.class_names} vs {info.class_names}")
     merged = first if len(infos) == 1 else replace(first, name="+".join(names),
                                                    records=[r for i in infos for r in i.records])
+    merged = drop_bad_images(merged, policy=cfg.DATALOADER.BAD_IMAGES, max_share=cfg.DATALOADER.MAX_BAD_IMAGE_SHARE,
+                             max_pixels=cfg.INPUT.MAX_IMAGE_PIXELS, num_workers=cfg.DATALOADER.NUM_WORKERS,
+                             progress=dist.is_main_process())
     num_boxes = sum(len(r["boxes"]) for r in merged.records)
     logger.info("dataset %s: %d images, %d boxes, %d classes", merged.name, len(merged.records), num_boxes,
                 len(merged.class_names))
