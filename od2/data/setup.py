@@ -56,7 +56,8 @@ def build_train_loader_from_cfg(cfg: CfgNode, records: list[dict], start_iter: i
         world_size=dist.get_world_size(), size_divisibility=cfg.INPUT.SIZE_DIVISIBILITY, start_iter=start_iter,
         group_by_aspect_ratio=cfg.DATALOADER.ASPECT_RATIO_GROUPING,
         skip_crowd=cfg.DATASETS.SKIP_CROWD_DURING_TRAINING, dataprocess=cfg.INPUT.DATAPROCESS,
-        stitch_prob=0.0 if mosaic else cfg.INPUT.STITCH, mosaic=mosaic,
+        stitch_prob=0.0 if mosaic else cfg.INPUT.STITCH, mosaic=mosaic, bad_images=cfg.DATALOADER.BAD_IMAGES,
+        max_pixels=cfg.INPUT.MAX_IMAGE_PIXELS,
     )
 
 
@@ -66,4 +67,5 @@ def build_test_loader_from_cfg(cfg: CfgNode, records: list[dict]):
         records, min_size=cfg.INPUT.MIN_SIZE_TEST, max_size=cfg.INPUT.MAX_SIZE_TEST,
         batch_size=cfg.TEST.IMS_PER_BATCH, num_workers=cfg.DATALOADER.NUM_WORKERS, rank=dist.get_rank(),
         world_size=dist.get_world_size(), size_divisibility=cfg.INPUT.SIZE_DIVISIBILITY,
+        bad_images=cfg.DATALOADER.BAD_IMAGES, max_pixels=cfg.INPUT.MAX_IMAGE_PIXELS,
     )
