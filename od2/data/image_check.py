@@ -186,7 +186,8 @@ def drop_bad_images(info: DatasetInfo, policy: str = "skip", max_share: float = 
     """``info`` without the images that fail :func:`check_images` (records and ``coco_gt`` alike).
 
     The bad files are logged (count and list) and kept in ``unreadable_images``; ``skipped`` counts them as
-    ``unreadable_image``. Returns ``info`` itself when every image is sound.
+    ``unreadable_image``. Images the dataset's reader already left out (its ``unreadable_images``, e.g. a YOLO image
+    whose size cannot be read) count as bad too. Returns ``info`` itself when every image is sound.
 
     Args:
         policy: ``skip`` (leave bad images out) or ``error`` (stop at the first check that finds any).
@@ -200,22 +201,26 @@ def drop_bad_images(info: DatasetInfo, policy: str = "skip", max_share: float = 
         raise ValueError(f"DATALOADER.BAD_IMAGES must be one of {BAD_IMAGE_POLICIES}, got {policy!r}")
     if not 0.0 <= max_share <= 1.0:
         raise ValueError(f"DATALOADER.MAX_BAD_IMAGE_SHARE must be in [0, 1], got {max_share}")
-    bad = check_images([r["file_name"] for r in info.records], max_pixels, num_workers, progress)
+    found = check_images([r["file_name"] for r in info.records], max_pixels, num_workers, progress)
+    bad = {**info.unreadable_images, **found}
     if not bad:
         return info
-    share = len(bad) / len(info.records)
-    report = f"dataset {info.name!r}: {len(bad)} of {len(info.records)} images are unreadable:\n{_listing(bad)}"
+    total = len(info.records) + len(info.unreadable_images)
+    share = len(bad) / total
+    report = f"dataset {info.name!r}: {len(bad)} of {total} images are unreadable:\n{_listing(bad)}"
     if policy == "error":
         raise BadImagesError(f"{report}\nDATALOADER.BAD_IMAGES=error; set it to skip to leave them out")
     if share > max_share:
         raise BadImagesError(f"{report}\nthat is {share:.1%} of the images, more than DATALOADER.MAX_BAD_IMAGE_SHARE="
                              f"{max_share}; repair the files or raise the share")
     logger.warning("%s\nthey are left out (DATALOADER.BAD_IMAGES=skip)", report)
-    records = [r for r in info.records if r["file_name"] not in bad]
+    if not found:
+        return info
+    records = [r for r in info.records if r["file_name"] not in found]
     kept_ids = {r["image_id"] for r in records}
     coco_gt = {**info.coco_gt,
                "images": [im for im in info.coco_gt["images"] if im["id"] in kept_ids],
                "annotations": [a for a in info.coco_gt["annotations"] if a["image_id"] in kept_ids]}
     return dataclasses.replace(info, records=records, coco_gt=coco_gt,
-                               skipped={**info.skipped, UNREADABLE: info.skipped.get(UNREADABLE, 0) + len(bad)},
-                               unreadable_images={**info.unreadable_images, **bad})
+                               skipped={**info.skipped, UNREADABLE: info.skipped.get(UNREADABLE, 0) + len(found)},
+                               unreadable_images=bad)

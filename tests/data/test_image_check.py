@@ -152,3 +152,13 @@ def test_load_datasets_checks_images_as_the_config_says(bad_images: dict[str, Pa
     cfg.DATALOADER.BAD_IMAGES = "error"
     with pytest.raises(BadImagesError, match="bomb.png"):
         load_datasets([name], cfg)
+
+
+def test_images_the_reader_left_out_count_as_bad(tmp_path: Path) -> None:
+    info = dataset_of(write_good_images(tmp_path, 3))
+    info.unreadable_images = {str(tmp_path / "gone.jpg"): "cannot read the size"}
+    with pytest.raises(BadImagesError, match=r"(?s)1 of 4 images.*gone\.jpg: cannot read the size"):
+        drop_bad_images(info, policy="error", progress=False)
+    with pytest.raises(BadImagesError, match="25.0% of the images"):
+        drop_bad_images(info, max_share=0.2, progress=False)
+    assert drop_bad_images(info, max_share=0.5, progress=False) is info
