@@ -16,6 +16,15 @@ DIGITS_CONFIG = Path(__file__).resolve().parents[1] / "configs/digits/retinanet_
 SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 
 
+@pytest.fixture(scope="session", autouse=True)
+def image_check_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The image integrity check's cache (od2.data.image_check) in a folder of this session, never ~/.cache."""
+    folder = tmp_path_factory.mktemp("od2_cache")
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("OD2_CACHE_DIR", str(folder))
+        yield folder
+
+
 @pytest.fixture(scope="session")
 def bccd_datasets_root() -> Path:
     """A datasets root holding ``bccd/`` (VOC layout); the test is skipped where there is none."""

@@ -72,6 +72,7 @@ DEFAULTS: dict[str, Any] = {
         "MAX_SIZE_TEST": 1333,
         "RANDOM_FLIP": 0.5,
         "SIZE_DIVISIBILITY": 32,
+        "MAX_IMAGE_PIXELS": 89_478_485,  # PIL's MAX_IMAGE_PIXELS; W*H above it is refused from the header; 0: none
         "DATAPROCESS": "coco",
         "STITCH": 0.0,
         "STITCHER": {
@@ -89,6 +90,8 @@ DEFAULTS: dict[str, Any] = {
     "DATALOADER": {
         "NUM_WORKERS": 2,
         "ASPECT_RATIO_GROUPING": True,
+        "BAD_IMAGES": "skip",  # skip | error: what the integrity check and the loaders do with an unreadable image
+        "MAX_BAD_IMAGE_SHARE": 0.1,  # more bad images than this share of a dataset stops loading with a report
     },
     "SOLVER": {
         "IMS_PER_BATCH": 4,

@@ -6,6 +6,12 @@ not on the number of workers or on which process ran a draw. Together with the s
 resumed run see exactly the batches of an uninterrupted one. The loaders never touch the global torch, numpy or
 ``random`` generators.
 
+Bad images: an image that fails to decode although it passed the integrity check (od2.data.image_check; changed since,
+or a fault only decoding finds) is skipped, never fatal, unless ``bad_images="error"``. A training draw then takes
+the image ``np.random.default_rng([seed, REPLACE_STREAM, n, attempt]).integers(len(records))`` instead, so a resumed
+run replaces it exactly as an uninterrupted one; a test item is left out of its batch. Batches list what was skipped
+in ``skipped_images``, and each skip is logged with its whole reason.
+
 Batch-level augmentation (``Stitch``, the Stitcher 2x2 mosaic; ``od2.data.stitch``) runs in ``TrainCollate``, so in
 the loader workers too, with a generator seeded by ``[seed, STITCH_STREAM, first draw number of the batch]``.
 """
@@ -21,7 +27,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset
 
-from od2.data.image_io import read_image
+from od2.data.image_io import DEFAULT_MAX_IMAGE_PIXELS, ImageReadError, read_image
 from od2.data.pipelines import build_train_transforms
 from od2.data.samplers import TrainBatchSampler
 from od2.data.stitch import Stitch, mosaic_2x2
@@ -34,6 +40,7 @@ __all__ = [
     "build_test_loader",
     "build_train_loader",
     "collate_batch",
+    "collate_test_batch",
 ]
 
 logger = logging.getLogger(__name__)
@@ -44,6 +51,10 @@ AUGMENT_STREAM = 1
 TEST_STREAM = 2
 STITCH_STREAM = 3
 STITCHER_SAMPLER_STREAM = 4
+REPLACE_STREAM = 5  # the image that stands in for one that fails to decode, per draw and attempt
+
+# Draws in a row that may hit bad images before training gives up (the integrity check makes more than one rare).
+_MAX_REPLACEMENTS = 10
 
 
 class DetectionDataset(Dataset):
@@ -60,6 +71,10 @@ class DetectionDataset(Dataset):
         orig_size   (H, W) of the record
         image_size  (h, w) after the transforms
         draw        the draw number n (training items only)
+        skipped_images  files that failed to decode and were replaced by this item (training items only)
+
+    A test item whose image fails to decode is ``{"image_id", "file_name", "reason", "skipped": True}`` instead;
+    :func:`collate_test_batch` leaves it out of the batch.
 
     Args:
         records: ImageRecords (docs/architecture.md).
@@ -69,6 +84,8 @@ class DetectionDataset(Dataset):
         skip_crowd: in training, drop ``iscrowd`` boxes before the transforms, as detectron2 does. False keeps them
             as ordinary boxes, as the original's DATASETS.SKIP_CROWD_DURING_TRAINING=False did in several log rows.
             Images left without boxes stay in the stream as negatives. Test items always keep every box.
+        bad_images: ``skip`` an image that fails to decode (see the module docstring) or raise (``error``).
+        max_pixels: the pixel limit of ``read_image`` (None or 0: none).
     """
 
     def __init__(
@@ -78,14 +95,20 @@ class DetectionDataset(Dataset):
         is_train: bool,
         seed: int = 0,
         skip_crowd: bool = True,
+        bad_images: str = "skip",
+        max_pixels: int | None = DEFAULT_MAX_IMAGE_PIXELS,
     ) -> None:
         if seed < 0:
             raise ValueError(f"seed must be non-negative, got {seed}")
+        if bad_images not in ("skip", "error"):
+            raise ValueError(f"bad_images (DATALOADER.BAD_IMAGES) must be 'skip' or 'error', got {bad_images!r}")
         self.records = records
         self.transforms = transforms
         self.is_train = is_train
         self.seed = seed
         self.skip_crowd = skip_crowd
+        self.bad_images = bad_images
+        self.max_pixels = max_pixels
 
     def __len__(self) -> int:
         return len(self.records)
@@ -93,7 +116,8 @@ class DetectionDataset(Dataset):
     def _load(self, index: int) -> Sample:
         """The record's image and boxes before transforms (crowd boxes removed if training with skip_crowd)."""
         record = self.records[index]
-        image = read_image(record["file_name"], expected_size=(record["height"], record["width"]))
+        image = read_image(record["file_name"], expected_size=(record["height"], record["width"]),
+                           max_pixels=self.max_pixels)
         sample = Sample(image=image, boxes=record["boxes"], labels=record["labels"])
         if self.is_train and self.skip_crowd:
             sample = sample.select(~record["iscrowd"])
@@ -107,14 +131,36 @@ class DetectionDataset(Dataset):
                 )
             draw, index = key
             rng = np.random.default_rng([self.seed, AUGMENT_STREAM, draw])
-        else:
-            index = key
-            rng = np.random.default_rng([self.seed, TEST_STREAM, index])
-        record = self.records[index]
-        item = sample_to_item(self.transforms(self._load(index), rng), record)
-        if self.is_train:
+            index, sample, skipped = self._load_or_replace(draw, index)
+            item = sample_to_item(self.transforms(sample, rng), self.records[index])
             item["draw"] = int(draw)
-        return item
+            item["skipped_images"] = skipped
+            return item
+        index = key
+        rng = np.random.default_rng([self.seed, TEST_STREAM, index])
+        record = self.records[index]
+        try:
+            sample = self._load(index)
+        except ImageReadError as exc:
+            if self.bad_images == "error":
+                raise
+            logger.warning("evaluation skips image id %s: %s", record["image_id"], exc)
+            return {"image_id": int(record["image_id"]), "file_name": exc.path, "reason": exc.reason, "skipped": True}
+        return sample_to_item(self.transforms(sample, rng), record)
+
+    def _load_or_replace(self, draw: int, index: int) -> tuple[int, Sample, list[str]]:
+        """(index, sample, skipped files): the draw's record, or the seeded stand-in for one that fails to decode."""
+        skipped: list[str] = []
+        while True:
+            try:
+                return index, self._load(index), skipped
+            except ImageReadError as exc:
+                if self.bad_images == "error" or len(skipped) == _MAX_REPLACEMENTS:
+                    raise
+                attempt = len(skipped)
+                skipped.append(exc.path)
+                index = int(np.random.default_rng([self.seed, REPLACE_STREAM, draw, attempt]).integers(len(self)))
+                logger.warning("training skips an image, draw %d takes record %d instead: %s", draw, index, exc)
 
 
 def sample_to_item(sample: Sample, record: dict) -> dict[str, Any]:
@@ -174,6 +220,18 @@ def collate_batch(samples: Sequence[dict[str, Any]], size_divisibility: int = 32
     }
 
 
+def collate_test_batch(items: Sequence[dict[str, Any]], size_divisibility: int = 32) -> dict[str, Any]:
+    """``collate_batch`` of the test items whose image decoded, plus ``skipped_images``: one dict per skipped item
+    (image_id, file_name, reason). A batch whose every image was skipped holds zero images ([0, 3, 0, 0])."""
+    kept = [it for it in items if not it.get("skipped")]
+    skipped = [{k: it[k] for k in ("image_id", "file_name", "reason")} for it in items if it.get("skipped")]
+    if kept:
+        return {**collate_batch(kept, size_divisibility), "skipped_images": skipped}
+    no_sizes = torch.zeros((0, 2), dtype=torch.int64)
+    return {"images": torch.zeros((0, 3, 0, 0), dtype=torch.uint8), "image_sizes": no_sizes, "boxes": [], "labels": [],
+            "image_ids": [], "orig_sizes": no_sizes.clone(), "skipped_images": skipped}
+
+
 class TrainCollate:
     """Collate training items, applying the batch-level augmentations first.
 
@@ -193,6 +251,7 @@ class TrainCollate:
 
     def __call__(self, items: Sequence[dict[str, Any]]) -> dict[str, Any]:
         items = list(items)
+        skipped = [path for it in items for path in it.get("skipped_images", ())]
         if self.mosaic:
             if len(items) % 4:
                 raise ValueError(f"the Stitcher 2x2 mosaic needs a multiple of 4 images per batch, got {len(items)}")
@@ -204,7 +263,7 @@ class TrainCollate:
             samples = [item_to_sample(it) for it in items]
             stitched = self.stitch(samples, canvas, rng)
             items = [it if new is old else self._merged([it], new) for it, old, new in zip(items, samples, stitched)]
-        return collate_batch(items, self.size_divisibility)
+        return {**collate_batch(items, self.size_divisibility), "skipped_images": skipped}
 
     @staticmethod
     def _merged(parts: Sequence[dict[str, Any]], sample: Sample) -> dict[str, Any]:
@@ -255,14 +314,17 @@ def build_train_loader(
     dataprocess: str = "coco",
     stitch_prob: float = 0.0,
     mosaic: bool = False,
+    bad_images: str = "skip",
+    max_pixels: int | None = DEFAULT_MAX_IMAGE_PIXELS,
 ) -> DataLoader:
     """Infinite training loader: the ``dataprocess`` pipeline (``od2.data.pipelines``: optional AutoAugment, then
     ResizeShortestEdge(min_sizes, max_size) and RandomHorizontalFlip(flip_prob)) per image, then the batch-level
     Stitch (``stitch_prob`` > 0) or 2x2 mosaic (``mosaic``) in ``TrainCollate``.
 
     Yields batch dicts for this rank, starting at batch ``start_iter`` of the stream described in
-    ``od2.data.samplers``: ``batch_size`` images, or ``batch_size // 4`` mosaics with ``mosaic``. Workers are
-    persistent when ``num_workers > 0``.
+    ``od2.data.samplers``: ``batch_size`` images, or ``batch_size // 4`` mosaics with ``mosaic``, each batch with
+    ``skipped_images`` (files that failed to decode and were replaced; ``bad_images``, ``max_pixels``: see
+    ``DetectionDataset``). Workers are persistent when ``num_workers > 0``.
     """
     transforms = build_train_transforms(dataprocess, min_sizes, max_size, flip_prob)
     if stitch_prob > 0 and batch_size < 2:
@@ -270,7 +332,8 @@ def build_train_loader(
                        stitch_prob, batch_size)
     collate = TrainCollate(size_divisibility, seed, stitch=Stitch(stitch_prob) if stitch_prob > 0 else None,
                            mosaic=mosaic)
-    dataset = DetectionDataset(records, transforms, is_train=True, seed=seed, skip_crowd=skip_crowd)
+    dataset = DetectionDataset(records, transforms, is_train=True, seed=seed, skip_crowd=skip_crowd,
+                               bad_images=bad_images, max_pixels=max_pixels)
     sampler = TrainBatchSampler(
         records,
         batch_size,
@@ -304,16 +367,20 @@ def build_test_loader(
     rank: int = 0,
     world_size: int = 1,
     size_divisibility: int = 32,
+    bad_images: str = "skip",
+    max_pixels: int | None = DEFAULT_MAX_IMAGE_PIXELS,
 ) -> DataLoader:
     """Sequential loader over this rank's shard ``records[rank::world_size]``, resized with (min_size, max_size).
 
-    Every box (crowd included) is kept; nothing is random.
+    Every box (crowd included) is kept; nothing is random. Images that fail to decode are left out of their batch
+    and listed in its ``skipped_images`` (``bad_images="skip"``, see ``collate_test_batch``) or raise (``error``).
     """
     if not 0 <= rank < world_size:
         raise ValueError(f"need 0 <= rank < world_size, got rank={rank}, world_size={world_size}")
     transforms = Compose([ResizeShortestEdge((min_size,), max_size)])
-    dataset = DetectionDataset(records[rank::world_size], transforms, is_train=False)
-    collate = functools.partial(collate_batch, size_divisibility=size_divisibility)
+    dataset = DetectionDataset(records[rank::world_size], transforms, is_train=False, bad_images=bad_images,
+                               max_pixels=max_pixels)
+    collate = functools.partial(collate_test_batch, size_divisibility=size_divisibility)
     return _data_loader(dataset, num_workers, collate, batch_size=batch_size, shuffle=False)
 
 

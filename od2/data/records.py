@@ -56,7 +56,9 @@ class DatasetInfo:
         class_names: index = contiguous label.
         category_ids: contiguous label -> category id used in ``coco_gt`` and results files.
         coco_gt: COCO-format ground truth dict (``images``, ``annotations``, ``categories``).
-        skipped: counts of boxes the loader changed or dropped, e.g. ``{"degenerate_box": 2}``.
+        skipped: counts of boxes the loader changed or dropped, e.g. ``{"degenerate_box": 2}``, and of images the
+            integrity check left out (``unreadable_image``, see od2.data.image_check).
+        unreadable_images: {file: reason} of the images the integrity check left out.
     """
 
     name: str
@@ -65,6 +67,7 @@ class DatasetInfo:
     category_ids: list[int]
     coco_gt: dict[str, Any]
     skipped: dict[str, int] = dataclasses.field(default_factory=dict)
+    unreadable_images: dict[str, str] = dataclasses.field(default_factory=dict)
 
     def __post_init__(self) -> None:
         if len(self.class_names) != len(self.category_ids):
@@ -217,6 +220,7 @@ def merge_datasets(name: str, datasets: Iterable[DatasetInfo]) -> DatasetInfo:
             "categories": first.coco_gt["categories"],
         },
         skipped=dict(skipped),
+        unreadable_images={path: reason for d in datasets for path, reason in d.unreadable_images.items()},
     )
 
 

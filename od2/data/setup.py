@@ -9,6 +9,7 @@ from od2.config import CfgNode
 from od2.utils import comm as dist
 
 from .catalog import get_dataset
+from .image_check import drop_bad_images
 from .loader import build_test_loader, build_train_loader, stitcher_seed
 from .records import DatasetInfo
 
@@ -16,7 +17,11 @@ logger = logging.getLogger(__name__)
 
 
 def load_datasets(names: list[str], cfg: CfgNode) -> DatasetInfo:
-    """The named datasets (DATASETS.TRAIN may list several), concatenated; class lists must agree."""
+    """The named datasets (DATASETS.TRAIN may list several), concatenated; class lists must agree.
+
+    Their images are checked (od2.data.image_check: cached, in DATALOADER.NUM_WORKERS processes) and the bad ones
+    left out or refused as DATALOADER.BAD_IMAGES, MAX_BAD_IMAGE_SHARE and INPUT.MAX_IMAGE_PIXELS say.
+    """
     if not names:
         raise ValueError("DATASETS.TRAIN is empty: name at least one dataset (e.g. digits_train)")
     infos = [get_dataset(name, cfg.DATASETS.ROOT or None) for name in names]
@@ -27,6 +32,9 @@ def load_datasets(names: list[str], cfg: CfgNode) -> DatasetInfo:
                              f"{first.class_names} vs {info.class_names}")
     merged = first if len(infos) == 1 else replace(first, name="+".join(names),
                                                    records=[r for i in infos for r in i.records])
+    merged = drop_bad_images(merged, policy=cfg.DATALOADER.BAD_IMAGES, max_share=cfg.DATALOADER.MAX_BAD_IMAGE_SHARE,
+                             max_pixels=cfg.INPUT.MAX_IMAGE_PIXELS, num_workers=cfg.DATALOADER.NUM_WORKERS,
+                             progress=dist.is_main_process())
     num_boxes = sum(len(r["boxes"]) for r in merged.records)
     logger.info("dataset %s: %d images, %d boxes, %d classes", merged.name, len(merged.records), num_boxes,
                 len(merged.class_names))
@@ -48,7 +56,8 @@ def build_train_loader_from_cfg(cfg: CfgNode, records: list[dict], start_iter: i
         world_size=dist.get_world_size(), size_divisibility=cfg.INPUT.SIZE_DIVISIBILITY, start_iter=start_iter,
         group_by_aspect_ratio=cfg.DATALOADER.ASPECT_RATIO_GROUPING,
         skip_crowd=cfg.DATASETS.SKIP_CROWD_DURING_TRAINING, dataprocess=cfg.INPUT.DATAPROCESS,
-        stitch_prob=0.0 if mosaic else cfg.INPUT.STITCH, mosaic=mosaic,
+        stitch_prob=0.0 if mosaic else cfg.INPUT.STITCH, mosaic=mosaic, bad_images=cfg.DATALOADER.BAD_IMAGES,
+        max_pixels=cfg.INPUT.MAX_IMAGE_PIXELS,
     )
 
 
@@ -58,4 +67,5 @@ def build_test_loader_from_cfg(cfg: CfgNode, records: list[dict]):
         records, min_size=cfg.INPUT.MIN_SIZE_TEST, max_size=cfg.INPUT.MAX_SIZE_TEST,
         batch_size=cfg.TEST.IMS_PER_BATCH, num_workers=cfg.DATALOADER.NUM_WORKERS, rank=dist.get_rank(),
         world_size=dist.get_world_size(), size_divisibility=cfg.INPUT.SIZE_DIVISIBILITY,
+        bad_images=cfg.DATALOADER.BAD_IMAGES, max_pixels=cfg.INPUT.MAX_IMAGE_PIXELS,
     )

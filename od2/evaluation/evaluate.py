@@ -25,7 +25,11 @@ def evaluate_model(cfg: CfgNode, model: torch.nn.Module, device: torch.device, d
     """COCO evaluation of ``model`` on ``dataset_name``, after converting ``model`` in place for inference as the
     config asks (:func:`od2.modeling.build.convert_for_inference`; exact for training, which may go on after it).
 
-    Writes ``out_dir/coco_summary.json`` (AP..ARl fractions, s_per_img, num_images) and
+    Images that fail to decode are skipped (DATALOADER.BAD_IMAGES=skip) and left out of the ground truth too, so
+    AP covers the images scored; the summary's ``num_images`` counts those, ``skipped_images`` lists the others
+    (image_id, file_name, reason), and the printed report names them.
+
+    Writes ``out_dir/coco_summary.json`` (AP..ARl fractions, s_per_img, num_images, skipped_images) and
     ``out_dir/detections.json`` (COCO results) on rank 0, prints the 12-line table unless ``quiet``, and
     returns the summary dict on rank 0 (None on the other ranks).
     """
@@ -40,20 +44,32 @@ def evaluate_model(cfg: CfgNode, model: torch.nn.Module, device: torch.device, d
     result = run_inference(model, loader, device, list(info.category_ids), progress=not quiet)
     if not dist.is_main_process():
         return None
-    summary = CocoEvaluator(info.coco_gt).evaluate(result.detections)
+    summary = CocoEvaluator(_without_images(info.coco_gt, {s["image_id"] for s in result.skipped})).evaluate(
+        result.detections)
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     (out_dir / "detections.json").write_text(json.dumps(result.detections))
     extra = {"s_per_img": round(result.seconds_per_image, 5), "num_images": result.num_images,
-             "eval_seconds": round(summary.eval_seconds, 3), "dataset": dataset_name}
+             "eval_seconds": round(summary.eval_seconds, 3), "dataset": dataset_name,
+             "skipped_images": result.skipped}
     write_summary_json(summary, out_dir / "coco_summary.json", **extra)
     if not quiet:
-        print(f"COCO bbox evaluation of {dataset_name} ({result.num_images} images, {len(result.detections)} "
-              f"detections):")
+        print(f"COCO bbox evaluation of {dataset_name} ({result.num_images} images scored, {len(result.skipped)} "
+              f"skipped, {len(result.detections)} detections):")
+        for skip in result.skipped:
+            print(f"  skipped image id {skip['image_id']} {skip['file_name']}: {skip['reason']}")
         print(summary.table())
         print(f"model time: {result.seconds_per_image:.4f} s/img on {device} | evaluator time: "
               f"{summary.eval_seconds:.2f} s")
     return {**summary.as_dict(), **extra}
+
+
+def _without_images(coco_gt: dict, image_ids: set[int]) -> dict:
+    """``coco_gt`` less the images ``image_ids`` and their annotations (a shallow copy; ``coco_gt`` if none)."""
+    if not image_ids:
+        return coco_gt
+    return {**coco_gt, "images": [im for im in coco_gt["images"] if im["id"] not in image_ids],
+            "annotations": [a for a in coco_gt["annotations"] if a["image_id"] not in image_ids]}
 
 
 def build_evaluator(cfg: CfgNode) -> Callable[[torch.nn.Module], dict | None]:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from dataclasses import dataclass
 
@@ -17,6 +18,8 @@ class InferenceResult:
     num_images: int
     model_seconds: float  # summed forward + postprocess time over all images (after warm-up), all ranks
     timed_images: int
+    skipped: list[dict] = dataclasses.field(default_factory=list)  # images that failed to decode: image_id,
+    # file_name, reason (the test loader's skipped_images), every rank's
 
     @property
     def seconds_per_image(self) -> float:
@@ -41,15 +44,20 @@ def run_inference(model: torch.nn.Module, loader, device: torch.device, category
     """Detections for every image of ``loader`` (this rank's shard), then gathered over ranks.
 
     The model time covers host-to-device copy, forward and postprocess, with the device synchronised,
-    and skips the first ``warmup_batches`` batches (allocator and kernel warm-up).
+    and skips the first ``warmup_batches`` batches (allocator and kernel warm-up). Images the loader skipped (they
+    failed to decode) are collected in ``skipped`` and not counted in ``num_images``.
     """
     was_training = model.training
     model.eval()
     detections: list[dict] = []
+    skipped: list[dict] = []
     seconds, timed, count = 0.0, 0, 0
     bar = tqdm(loader, desc="inference", unit="batch", disable=not (progress and dist.is_main_process()),
                dynamic_ncols=True)
     for batch_idx, batch in enumerate(bar):
+        skipped.extend(batch.get("skipped_images", ()))
+        if not batch["image_ids"]:  # every image of the batch was skipped
+            continue
         sync(device)
         start = time.perf_counter()
         images = batch["images"].to(device, non_blocking=True)
@@ -64,12 +72,13 @@ def run_inference(model: torch.nn.Module, loader, device: torch.device, category
                                               category_ids))
         count += len(outputs)
     model.train(was_training)
-    gathered = dist.all_gather_objects((detections, count, seconds, timed))
+    gathered = dist.all_gather_objects((detections, count, seconds, timed, skipped))
     return InferenceResult(
         detections=[d for part in gathered for d in part[0]],
         num_images=sum(part[1] for part in gathered),
         model_seconds=sum(part[2] for part in gathered),
         timed_images=sum(part[3] for part in gathered),
+        skipped=[s for part in gathered for s in part[4]],
     )
 
 

@@ -170,6 +170,8 @@ def cmd_stats(args: argparse.Namespace) -> int:
     import json
 
     from od2.data.catalog import get_dataset
+    from od2.data.image_check import check_images
+    from od2.data.image_io import DEFAULT_MAX_IMAGE_PIXELS
     from od2.tools.stats import dataset_stats, format_stats
 
     if args.opts and not args.config:
@@ -185,11 +187,17 @@ def cmd_stats(args: argparse.Namespace) -> int:
         if not names:
             raise ValueError(f"{args.config}: DATASETS.{split.upper()} is empty")
         infos = [get_dataset(name, cfg.DATASETS.ROOT or None) for name in names]
+        max_pixels = cfg.INPUT.MAX_IMAGE_PIXELS
     elif args.dataset:
         infos = [get_dataset(args.dataset)]
     else:
         infos = [_read_input(args)]
-    stats = [dataset_stats(info) for info in infos]
+    if not args.config:
+        max_pixels = DEFAULT_MAX_IMAGE_PIXELS
+    # Every annotated image is counted; the check adds which of them training and evaluation would leave out.
+    stats = [dataset_stats(info, {**info.unreadable_images,
+                                  **check_images([r["file_name"] for r in info.records], max_pixels)})
+             for info in infos]
     if args.json:
         print(json.dumps(stats if len(stats) > 1 else stats[0], indent=2))
     else:

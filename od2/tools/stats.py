@@ -32,8 +32,11 @@ def _bucket_counts(areas: np.ndarray) -> dict[str, int]:
     return {SMALL: int(small.sum()), MEDIUM: int(medium.sum()), LARGE: int((~small & ~medium).sum())}
 
 
-def dataset_stats(info: DatasetInfo) -> dict[str, Any]:
+def dataset_stats(info: DatasetInfo, unreadable: dict[str, str] | None = None) -> dict[str, Any]:
     """Count images, boxes and classes of a dataset.
+
+    ``unreadable`` ({file: reason}, from :func:`od2.data.image_check.check_images`) names the images that fail the
+    integrity check; by default those the dataset's loading already left out (``info.unreadable_images``).
 
     Returns:
         A dict with ``name``, ``num_images``, ``num_images_without_boxes``, ``num_boxes``, ``num_crowd``,
@@ -82,6 +85,7 @@ def dataset_stats(info: DatasetInfo) -> dict[str, Any]:
         "image_width": {"min": min(widths), "max": max(widths)} if records else None,
         "image_height": {"min": min(heights), "max": max(heights)} if records else None,
         "skipped": dict(info.skipped),
+        "unreadable_images": dict(info.unreadable_images if unreadable is None else unreadable),
         "classes": classes,
     }
 
@@ -97,6 +101,9 @@ def format_stats(stats: dict[str, Any]) -> str:
         lines.append(f"image size: width {w['min']}..{w['max']}, height {h['min']}..{h['max']} px")
     skipped = {k: v for k, v in stats["skipped"].items() if v}
     lines.append(f"loader skips: {', '.join(f'{k} {v}' for k, v in skipped.items()) if skipped else 'none'}")
+    unreadable = stats.get("unreadable_images") or {}
+    lines.append(f"unreadable images: {len(unreadable) or 'none'}")
+    lines += [f"  {path}: {reason}" for path, reason in unreadable.items()]
     lines.append("box sizes by area w*h: small < 32^2 <= medium < 96^2 <= large")
     rows = [
         [str(c["label"]), c["name"], str(c["category_id"]), str(c["images"]), str(c["boxes"]), str(c["crowd"]),

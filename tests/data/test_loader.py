@@ -10,7 +10,7 @@ import pytest
 import torch
 from PIL import Image
 
-from od2.data.image_io import ImageReadError, ImageSizeError, read_image
+from od2.data.image_io import ImagePixelLimitError, ImageReadError, ImageSizeError, read_image
 from od2.data.loader import DetectionDataset, build_test_loader, build_train_loader, collate_batch
 from od2.data.samplers import TrainBatchSampler
 from od2.data.transforms import Compose, ResizeShortestEdge, Sample
@@ -92,6 +92,29 @@ def test_read_image_corrupt_file(tmp_path: Path, content: str) -> None:
         read_image(path)
     assert info.value.path == str(path) and info.value.reason
     assert isinstance(info.value, OSError)
+
+
+def test_read_image_refuses_a_decompression_bomb_from_its_header(bad_images: dict[str, Path]) -> None:
+    # The 50000x50000 PNG would take 7.5 GB decoded; the limit is read from the header, so this test allocates none.
+    with pytest.raises(ImagePixelLimitError, match=r"bomb\.png.*50000x50000 = 2500000000 pixels.*89478485") as info:
+        read_image(bad_images["bomb"])
+    assert isinstance(info.value, ImageReadError)
+    with pytest.raises(ImagePixelLimitError, match="7x9 = 63 pixels.*62"):
+        Image.new("RGB", (7, 9)).save(bad_images["bomb"].with_name("small.png"))
+        read_image(bad_images["bomb"].with_name("small.png"), max_pixels=62)
+    assert read_image(bad_images["bomb"].with_name("small.png"), max_pixels=63).shape == (9, 7, 3)
+
+
+def test_read_image_reason_is_whole(tmp_path: Path) -> None:
+    # torchvision's own message starts with its source location; the reason after it must arrive uncut
+    # ("Out of bound read in decode_png. Probably, the input image is corrupted", not its last clause).
+    path = tmp_path / "cut.png"
+    Image.fromarray(np.random.default_rng(0).integers(0, 256, (64, 64, 3), dtype=np.uint8)).save(path)
+    path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
+    with pytest.raises(ImageReadError) as info:
+        read_image(path)
+    assert "decode_png. Probably, the input image is corrupted" in info.value.reason
+    assert ".cpp" not in info.value.reason
 
 
 def test_read_image_size_mismatch(tmp_path: Path) -> None:
@@ -316,3 +339,56 @@ def test_test_loader_shards_sequentially_without_augmentation(train_records: lis
     torch.testing.assert_close(first["images"][0, :, :h, :w], expected_image)
     torch.testing.assert_close(first["boxes"][0], torch.from_numpy(expected.boxes))
     assert first["labels"][0].tolist() == [1, 2]  # crowd box kept at test time
+
+
+# ------------------------------------------------------------------------------------------------- bad images
+
+
+def test_training_skips_an_image_that_fails_to_decode_the_same_way_every_time(train_records: list[dict],
+                                                                              tmp_path: Path) -> None:
+    records = [dict(r) for r in train_records]
+    broken = tmp_path / "broken.jpg"
+    broken.write_bytes(Path(records[3]["file_name"]).read_bytes()[:200])  # passed the check once, truncated since
+    records[3]["file_name"] = str(broken)
+    dataset = DetectionDataset(records, Compose([]), is_train=True, seed=0)
+    item = dataset[(7, 3)]
+    assert item["image_id"] != records[3]["image_id"] and item["skipped_images"] == [str(broken)]
+    assert dataset[(7, 3)]["image_id"] == item["image_id"]  # a resume draws the same replacement
+    assert dataset[(8, 3)]["skipped_images"] == [str(broken)]
+    assert "skipped_images" not in dataset[(7, 0)] or dataset[(7, 0)]["skipped_images"] == []
+
+    serial = train_fingerprints(records, 8)
+    assert train_fingerprints(records, 8, num_workers=2) == serial
+    assert train_fingerprints(records, 4, start_iter=4) == serial[4:]
+    loader = build_train_loader(records, min_sizes=(24,), max_size=64, flip_prob=0.5, batch_size=2, num_workers=0,
+                                seed=0)  # fmt: skip
+    skipped = [path for batch in itertools.islice(loader, 10) for path in batch["skipped_images"]]
+    assert skipped and set(skipped) == {str(broken)}
+    strict = DetectionDataset(records, Compose([]), is_train=True, seed=0, bad_images="error")
+    with pytest.raises(ImageReadError, match="broken.jpg"):
+        strict[(7, 3)]
+
+
+def test_evaluation_loader_skips_an_image_that_fails_to_decode(train_records: list[dict], tmp_path: Path) -> None:
+    records = [dict(r) for r in train_records[:5]]
+    broken = tmp_path / "broken.jpg"
+    broken.write_bytes(b"not a jpeg at all")
+    records[1]["file_name"] = str(broken)
+    loader = build_test_loader(records, min_size=24, max_size=64, batch_size=2, num_workers=0)
+    batches = list(loader)
+    assert [b["image_ids"] for b in batches] == [[100], [102, 103], [104]]
+    assert batches[0]["images"].shape[0] == 1 and batches[0]["orig_sizes"].shape == (1, 2)
+    [skip] = batches[0]["skipped_images"]
+    assert skip["image_id"] == 101 and skip["file_name"] == str(broken) and "not an image" in skip["reason"]
+    assert all(b["skipped_images"] == [] for b in batches[1:])
+    only_bad = list(build_test_loader(records[1:2], min_size=24, max_size=64, num_workers=0))
+    assert only_bad[0]["images"].shape[0] == 0 and only_bad[0]["image_ids"] == []
+    with pytest.raises(ImageReadError, match="broken.jpg"):
+        list(build_test_loader(records, min_size=24, max_size=64, num_workers=0, bad_images="error"))
+
+
+def test_loaders_apply_the_pixel_limit(train_records: list[dict]) -> None:
+    records = [dict(r) for r in train_records[:3]]
+    loader = build_test_loader(records, min_size=24, max_size=64, num_workers=0, max_pixels=40 * 60 - 1)
+    skipped = [s["image_id"] for b in loader for s in b["skipped_images"]]
+    assert skipped == [r["image_id"] for r in records if r["height"] * r["width"] > 40 * 60 - 1]

@@ -200,11 +200,14 @@ def test_unknown_split_missing_folder_and_bad_yaml(yolo_root):
         load_yolo(yolo_root / "nope.yaml", "train")
 
 
-def test_unreadable_image_names_the_file(yolo_root):
+def test_unreadable_image_is_left_out_and_named(yolo_root):
     bad = yolo_root / "images/train/e.jpg"
     bad.write_bytes(b"not an image")
-    with pytest.raises(ValueError, match=f"{bad}: cannot read the image size"):
-        load_yolo(yolo_root / "data.yaml", "train")
+    info = load_yolo(yolo_root / "data.yaml", "train")
+    assert str(bad) not in [r["file_name"] for r in info.records] and info.skipped["unreadable_image"] == 1
+    assert list(info.unreadable_images) == [str(bad)]
+    assert "cannot identify image file" in info.unreadable_images[str(bad)]
+    assert len(info.coco_gt["images"]) == len(info.records)
 
 
 def test_exif_orientation_is_ignored_like_image_io_and_warned(tmp_path, caplog):

@@ -121,3 +121,19 @@ def test_cli_stats_errors(tmp_path, capsys):
     assert "none.yaml" in capsys.readouterr().err
     with pytest.raises(SystemExit):
         main(["data", "stats", "--dataset", "x", "--format", "coco"])  # one source only
+
+
+def test_unreadable_images_are_reported(tmp_path, capsys):
+    stats = dataset_stats(hand_dataset(), unreadable={"/d/2.jpg": "truncated JPEG: no end-of-image marker"})
+    assert stats["unreadable_images"] == {"/d/2.jpg": "truncated JPEG: no end-of-image marker"}
+    assert "unreadable images: 1\n  /d/2.jpg: truncated JPEG: no end-of-image marker" in format_stats(stats)
+    assert "unreadable images: none" in format_stats(dataset_stats(hand_dataset()))
+
+    data_yaml = write_yolo_dataset(tmp_path / "ds")
+    (tmp_path / "ds" / "images" / "b.jpg").write_bytes(b"not an image")
+    assert main(["data", "stats", "--format", "yolo", "--input", str(data_yaml)]) == 0
+    out = capsys.readouterr().out
+    assert "1 images (0 without boxes)" in out  # b.jpg (no labels) is left out: its size cannot be read
+    assert f"unreadable images: 1\n  {tmp_path / 'ds' / 'images' / 'b.jpg'}: cannot identify image file" in out
+    assert main(["data", "stats", "--dataset", f"yolo:{data_yaml}:val", "--json"]) == 0
+    assert list(json.loads(capsys.readouterr().out)["unreadable_images"]) == [str(tmp_path / "ds/images/b.jpg")]

@@ -125,7 +125,9 @@ def load_yolo(data_yaml: str | os.PathLike, split: str, name: str | None = None)
     becomes its bounding box. An image without a label file, or with an empty one, has no boxes
     (YOLO's background images). Boxes reaching outside ``[0, 1]`` are clipped
     (``skipped["clipped_box"]``); boxes left with no area are dropped (``skipped["degenerate_box"]``).
-    YOLO has no crowd flag: ``iscrowd`` is all False.
+    YOLO has no crowd flag: ``iscrowd`` is all False. An image whose size cannot be read from its header is left out
+    (``skipped["unreadable_image"]``, ``unreadable_images`` names it and the reason), so that the integrity check's
+    policy (DATALOADER.BAD_IMAGES) decides about it as about any other bad image.
 
     Ids: image ids in ``coco_gt`` are 1-based positions in the split; category ids are ``1..K``
     (class index + 1).
@@ -137,7 +139,7 @@ def load_yolo(data_yaml: str | os.PathLike, split: str, name: str | None = None)
 
     Raises:
         FileNotFoundError: ``data.yaml``, the split's folder or list file, or a listed image is missing.
-        ValueError: a malformed ``data.yaml``, an unknown split, an unreadable image, or a label line
+        ValueError: a malformed ``data.yaml``, an unknown split, or a label line
             that is malformed, has an unknown class id or a non-finite number. The message names the
             file (and line).
     """
@@ -151,8 +153,13 @@ def load_yolo(data_yaml: str | os.PathLike, split: str, name: str | None = None)
     records: list[ImageRecord] = []
     skipped = {"clipped_box": 0, "degenerate_box": 0}
     no_label_file, rotated, polygons = 0, [], 0
+    unreadable: dict[str, str] = {}
     for image_id, image_file in enumerate(image_files, start=1):
-        width, height, orientation = _image_size(image_file)
+        try:
+            width, height, orientation = _image_size(image_file)
+        except ValueError as exc:  # its size is unknown, so its labels cannot be placed: left out, as a bad image
+            unreadable[str(image_file)] = str(exc.__cause__ or exc)
+            continue
         if orientation not in (None, 1):
             rotated.append(image_file)
         label_file = label_path_for(image_file)
@@ -187,6 +194,10 @@ def load_yolo(data_yaml: str | os.PathLike, split: str, name: str | None = None)
             "but Ultralytics rotates them first, so their labels may not match the stored pixels",
             name, len(rotated), rotated[0],
         )
+    if unreadable:
+        skipped["unreadable_image"] = len(unreadable)
+        logger.warning("%s: %d images left out, their size cannot be read:\n%s", name, len(unreadable),
+                       "\n".join(f"  {path}: {reason}" for path, reason in unreadable.items()))
     if polygons:
         logger.info("%s: %d segmentation polygons converted to their bounding boxes", name, polygons)
     logger.info(
@@ -202,6 +213,7 @@ def load_yolo(data_yaml: str | os.PathLike, split: str, name: str | None = None)
         category_ids=list(range(1, len(class_names) + 1)),
         coco_gt=coco_gt_from_records(records, class_names),
         skipped=skipped,
+        unreadable_images=unreadable,
     )
 
 
