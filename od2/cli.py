@@ -225,7 +225,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
     dataset = cfg.DATASETS.TEST[0] if cfg.DATASETS.TEST else None
     if dataset is None:
         raise ConfigError(f"{args.config}: DATASETS.TEST is empty; name the dataset to evaluate on")
-    info = load_datasets([dataset], cfg)
+    info = load_datasets([dataset], cfg, key="DATASETS.TEST")
     model = build_model(cfg, len(info.class_names)).to(device)
     load_model_weights(model, weights, require_all=True, prefer_ema=not args.raw_weights)
     out_dir = Path(cfg.OUTPUT_DIR) / "eval"

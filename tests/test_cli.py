@@ -57,19 +57,21 @@ def test_the_traceback_goes_to_the_run_folders_log(tmp_path, capsys):
                  f"DATASETS.ROOT={tmp_path}"])
     assert code == 1
     err = capsys.readouterr().err
-    assert "Traceback" not in err and "empty_coco_for_cli" in err and str(run / "log.txt") in err and "--debug" in err
+    last = err.strip().splitlines()[-1]
+    assert "Traceback" not in err and last.startswith("od2 train: error:") and "--debug" in last
+    assert "dataset 'empty_coco_for_cli' (DATASETS.TRAIN) has no images" in last and str(run / "log.txt") in last
     log = (run / "log.txt").read_text(encoding="utf-8")
     assert "Traceback (most recent call last)" in log and "empty_coco_for_cli" in log
 
 
 @pytest.fixture(autouse=True)
-def _empty_coco_dataset(tmp_path):
+def _empty_coco_dataset(tmp_path, monkeypatch):
+    """``empty_coco_for_cli``: a COCO dataset without images, in a catalog of its own."""
     from od2.data import catalog
 
+    monkeypatch.setattr(catalog, "_registered", {})
+    monkeypatch.setattr(catalog, "_cache", {})
     annotations = tmp_path / "empty.json"
     annotations.write_text(json.dumps({"images": [], "annotations": [], "categories": [{"id": 1, "name": "a"}]}),
                            encoding="utf-8")
     catalog.register_coco_instances("empty_coco_for_cli", annotations, tmp_path)
-    yield
-    catalog._registered.pop("empty_coco_for_cli")
-    catalog._cache.pop(("empty_coco_for_cli", ""), None)
