@@ -78,7 +78,7 @@ def build_parser() -> argparse.ArgumentParser:
                     "names and scores drawn, OUT/detections.json (COCO results: image_id, category_id = label + 1, "
                     "bbox XYWH in original pixels, score) and OUT/images.json (image ids, file names, sizes; "
                     "category names). Class names come from the checkpoint. Undecodable files are skipped and "
-                    "listed. KEY=VALUE config overrides may be mixed with the inputs.")
+                    "listed; images inside OUT are not read. KEY=VALUE config overrides may be mixed with the inputs.")
     predict.add_argument("--config", required=True, help="YAML config file of the trained model")
     predict.add_argument("--weights", help="checkpoint (default: MODEL.WEIGHTS, else OUTPUT_DIR/model_final.pth)")
     predict.add_argument("inputs", nargs="+", metavar="INPUT", help="image files and folders (and KEY=VALUE)")
