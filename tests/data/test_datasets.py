@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import json
 import logging
+import os
+import subprocess
+import sys
 import xml.etree.ElementTree as ET
 from pathlib import Path
 
@@ -314,6 +317,18 @@ def test_voc_class_names_file_fixes_the_list_for_every_split(tiny_voc):
     (tiny_voc / "class_names.txt").write_text("dog\ncat\ndog\n")
     with pytest.raises(ValueError, match=r"class_names\.txt: 'dog' is listed twice"):
         load_voc(tiny_voc, "val")
+
+
+def test_voc_class_names_are_read_as_utf8_whatever_the_locale(tmp_path):
+    """Class names with accents in the xml files and class_names.txt, read in a process whose locale is ASCII.
+    (File names stay ASCII: Python cannot name other files in such a locale.)"""
+    root = write_voc(tmp_path / "VOC", {"a": voc_xml([("chèvre", 1, 1, 5, 5)])}, {"train": ["a"]})
+    (root / "class_names.txt").write_text("chèvre\n", encoding="utf-8")
+    code = f"from od2.data.datasets.voc import load_voc; print(load_voc({str(root)!r}, 'train').class_names)"
+    env = {**os.environ, "LC_ALL": "C", "PYTHONUTF8": "0", "PYTHONIOENCODING": "utf-8"}
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, encoding="utf-8")
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert out.stdout.strip() == "['chèvre']"
 
 
 # ----------------------------------------------------------------------------- BCCD

@@ -187,7 +187,7 @@ def _read_split(voc_root: Path, split: str) -> list[str]:
             f"VOC split {split!r} not found: expected {split_file} (splits present: {available or 'none'})"
         )
     # A line may carry a second column (VOC per-class files); the id is the first.
-    return [line.split()[0] for line in split_file.read_text().splitlines() if line.strip()]
+    return [line.split()[0] for line in split_file.read_text(encoding="utf-8").splitlines() if line.strip()]
 
 
 def _parse_xml(xml_file: Path) -> _VocAnnotation:
