@@ -158,7 +158,7 @@ def _read_yaml_with_bases(path: Path, seen: tuple[Path, ...] = ()) -> list[tuple
     if path in seen:
         raise ConfigError(f"{path}: _BASE_ cycle through {' -> '.join(str(p) for p in seen)}")
     try:
-        data = yaml.safe_load(path.read_text()) or {}
+        data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
     except yaml.YAMLError as exc:
         raise ConfigError(f"{path}: not valid YAML: {exc}") from exc
     if not isinstance(data, dict):
