@@ -49,9 +49,9 @@ def write_voc(root: Path, files: dict[str, str], splits: dict[str, list[str]]) -
     (root / "ImageSets" / "Main").mkdir(parents=True)
     (root / "JPEGImages").mkdir()
     for stem, xml in files.items():
-        (root / "Annotations" / f"{stem}.xml").write_text(xml)
+        (root / "Annotations" / f"{stem}.xml").write_text(xml, encoding="utf-8")
     for split, stems in splits.items():
-        (root / "ImageSets" / "Main" / f"{split}.txt").write_text("\n".join(stems) + "\n")
+        (root / "ImageSets" / "Main" / f"{split}.txt").write_text("\n".join(stems) + "\n", encoding="utf-8")
     return root
 
 
