@@ -134,7 +134,7 @@ def test_bench_cli_measures_and_writes(tmp_path, capsys, monkeypatch):
                  "--threads", str(torch.get_num_threads()), "--out", str(out)]) == 0
     printed = capsys.readouterr().out
     assert "train step, 2 images of 64x96, trainable BN" in printed and "pycocotools" in printed
-    assert "train step, 2 images of 64x96, FrozenBN" in out.read_text()
+    assert "train step, 2 images of 64x96, FrozenBN" in out.read_text(encoding="utf-8")
     assert heap_settings == [True]
 
 
