@@ -9,9 +9,11 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import re
 import shlex
 import sys
+import traceback
 from pathlib import Path
 
 from od2.config import ConfigError, load_config
@@ -76,7 +78,7 @@ def build_parser() -> argparse.ArgumentParser:
                     "names and scores drawn, OUT/detections.json (COCO results: image_id, category_id = label + 1, "
                     "bbox XYWH in original pixels, score) and OUT/images.json (image ids, file names, sizes; "
                     "category names). Class names come from the checkpoint. Undecodable files are skipped and "
-                    "listed. KEY=VALUE config overrides may be mixed with the inputs.")
+                    "listed; images inside OUT are not read. KEY=VALUE config overrides may be mixed with the inputs.")
     predict.add_argument("--config", required=True, help="YAML config file of the trained model")
     predict.add_argument("--weights", help="checkpoint (default: MODEL.WEIGHTS, else OUTPUT_DIR/model_final.pth)")
     predict.add_argument("inputs", nargs="+", metavar="INPUT", help="image files and folders (and KEY=VALUE)")
@@ -171,7 +173,20 @@ def build_parser() -> argparse.ArgumentParser:
     model_info.add_argument("--json", action="store_true", help="print the numbers as JSON instead of a table")
 
     add_data_parser(sub)
+    _add_debug_flag(parser)
     return parser
+
+
+def _add_debug_flag(parser: argparse.ArgumentParser, top_level: bool = True) -> None:
+    """``--debug`` on ``parser`` and every command under it, so that it may stand before or after the command."""
+    # Below the top level the default is SUPPRESS: a command's own default would overwrite a top-level --debug.
+    parser.add_argument("--debug", action="store_true", default=False if top_level else argparse.SUPPRESS,
+                        help="on an error, print the full traceback (otherwise one line, and the traceback only "
+                             "in OUTPUT_DIR/log.txt where the command writes one)")
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for command in action.choices.values():
+                _add_debug_flag(command, top_level=False)
 
 
 def cmd_train(args: argparse.Namespace) -> int:
@@ -210,7 +225,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
     dataset = cfg.DATASETS.TEST[0] if cfg.DATASETS.TEST else None
     if dataset is None:
         raise ConfigError(f"{args.config}: DATASETS.TEST is empty; name the dataset to evaluate on")
-    info = load_datasets([dataset], cfg)
+    info = load_datasets([dataset], cfg, key="DATASETS.TEST")
     model = build_model(cfg, len(info.class_names)).to(device)
     load_model_weights(model, weights, require_all=True, prefer_ema=not args.raw_weights)
     out_dir = Path(cfg.OUTPUT_DIR) / "eval"
@@ -385,7 +400,6 @@ def cmd_model_info(args: argparse.Namespace) -> int:
 
 
 def dist_rank_from_env() -> int:
-    import os
     return int(os.environ.get("RANK", "0"))
 
 
@@ -407,12 +421,34 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Run one command. Exit codes: 0 done, 2 a config error or a missing file (one line on stderr), 1 any other
+    failure: one line on stderr, the traceback in the command's log files and, with ``--debug``, on stderr."""
     args = parse_args(argv)
     try:
         return COMMANDS[args.command](args)
     except (ConfigError, FileNotFoundError) as exc:
         print(f"od2 {args.command}: error: {exc}", file=sys.stderr)
         return 2
+    except Exception as exc:
+        if args.debug:
+            traceback.print_exc()
+        log_files = _log_traceback_to_files(exc)
+        where = "".join(f"; it is in {path}" for path in log_files[:1])
+        print(f"od2 {args.command}: error: {type(exc).__name__}: {exc} (--debug prints the traceback{where})",
+              file=sys.stderr)
+        return 1
+
+
+def _log_traceback_to_files(exc: Exception) -> list[str]:
+    """Write ``exc`` with its traceback to the log files the command opened (setup_logging's log.txt), not to the
+    console; returns their paths."""
+    record = logging.LogRecord(logger.name, logging.ERROR, __file__, 0, "the command failed", None,
+                               (type(exc), exc, exc.__traceback__))
+    files = [h for h in logging.getLogger().handlers
+             if isinstance(h, logging.FileHandler) and h.baseFilename != os.devnull]
+    for handler in files:
+        handler.handle(record)
+    return [handler.baseFilename for handler in files]
 
 
 if __name__ == "__main__":

@@ -55,7 +55,7 @@ def _imports(source: str, module: str, is_package: bool) -> list[tuple[int, str]
 
 def _module_imports(path: Path) -> list[tuple[int, str]]:
     module = ".".join(path.relative_to(PACKAGE.parent).with_suffix("").parts)
-    return _imports(path.read_text(), module, path.name == "__init__.py")
+    return _imports(path.read_text(encoding="utf-8"), module, path.name == "__init__.py")
 
 
 def _violations(own: str, imports: list[tuple[int, str]], forbidden: set[tuple[str, str]] = FORBIDDEN) -> list[str]:

@@ -14,7 +14,7 @@ DOTTED_NAME = re.compile(r"(?<![\w/])od2(?:\.[A-Za-z_]\w*)+")
 
 def _prose(path: Path) -> str:
     """A Markdown file's text, or a Python file's strings and comments (code may hold a variable called od2)."""
-    text = path.read_text()
+    text = path.read_text(encoding="utf-8")
     if path.suffix != ".py":
         return text
     tokens = tokenize.generate_tokens(io.StringIO(text).readline)

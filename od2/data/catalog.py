@@ -151,8 +151,9 @@ def register_voc(
 ) -> None:
     """Make one split of a VOC-layout dataset available as ``get_dataset(name)``.
 
-    ``class_names`` fixes the labels (label = position); by default they are discovered from all
-    xml files, see :func:`od2.data.datasets.voc.load_voc`.
+    ``class_names`` fixes the labels (label = position) for the splits registered with it; by
+    default they come from ``{voc_root}/class_names.txt``, else from all xml files, see
+    :func:`od2.data.datasets.voc.load_voc`.
 
     Raises:
         ValueError: ``name`` is already taken.

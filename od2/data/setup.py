@@ -16,20 +16,27 @@ from .records import DatasetInfo
 logger = logging.getLogger(__name__)
 
 
-def load_datasets(names: list[str], cfg: CfgNode) -> DatasetInfo:
+def load_datasets(names: list[str], cfg: CfgNode, key: str = "DATASETS.TRAIN") -> DatasetInfo:
     """The named datasets (DATASETS.TRAIN may list several), concatenated; class lists must agree.
 
     Their images are checked (od2.data.image_check: cached, in DATALOADER.NUM_WORKERS processes) and the bad ones
-    left out or refused as DATALOADER.BAD_IMAGES, MAX_BAD_IMAGE_SHARE and INPUT.MAX_IMAGE_PIXELS say.
+    left out or refused as DATALOADER.BAD_IMAGES, MAX_BAD_IMAGE_SHARE and INPUT.MAX_IMAGE_PIXELS say. ``key`` is
+    the config key that named them, for the errors.
+
+    Raises:
+        ValueError: no name, a dataset without images, or datasets whose class lists differ; the message
+            names the dataset and ``key``.
     """
     if not names:
-        raise ValueError("DATASETS.TRAIN is empty: name at least one dataset (e.g. digits_train)")
+        raise ValueError(f"{key} is empty: name at least one dataset (e.g. digits_train)")
     infos = [get_dataset(name, cfg.DATASETS.ROOT or None) for name in names]
+    for info in infos:
+        if not info.records:
+            raise ValueError(f"dataset {info.name!r} ({key}) has no images: check its annotation file and image "
+                             "folder, or name another dataset")
     first = infos[0]
     for info in infos[1:]:
-        if list(info.class_names) != list(first.class_names):
-            raise ValueError(f"datasets {first.name!r} and {info.name!r} have different classes: "
-                             f"{first.class_names} vs {info.class_names}")
+        require_same_classes(first, info)
     merged = first if len(infos) == 1 else replace(first, name="+".join(names),
                                                    records=[r for i in infos for r in i.records])
     merged = drop_bad_images(merged, policy=cfg.DATALOADER.BAD_IMAGES, max_share=cfg.DATALOADER.MAX_BAD_IMAGE_SHARE,
@@ -39,6 +46,14 @@ def load_datasets(names: list[str], cfg: CfgNode) -> DatasetInfo:
     logger.info("dataset %s: %d images, %d boxes, %d classes", merged.name, len(merged.records), num_boxes,
                 len(merged.class_names))
     return merged
+
+
+def require_same_classes(first: DatasetInfo, other: DatasetInfo) -> None:
+    """A ValueError naming both datasets unless their class lists are equal: a label is a position in the list,
+    so the same classes in another order would be trained or scored as other classes."""
+    if list(other.class_names) != list(first.class_names):
+        raise ValueError(f"datasets {first.name!r} and {other.name!r} have different classes: "
+                         f"{list(first.class_names)} vs {list(other.class_names)}")
 
 
 def build_train_loader_from_cfg(cfg: CfgNode, records: list[dict], start_iter: int = 0, mosaic: bool = False):

@@ -10,7 +10,7 @@ from pathlib import Path
 import torch
 
 from od2.config import CfgNode, ConfigError
-from od2.data.setup import build_test_loader_from_cfg, load_datasets
+from od2.data.setup import build_test_loader_from_cfg, load_datasets, require_same_classes
 from od2.modeling.build import convert_for_inference
 from od2.utils import comm as dist
 
@@ -33,7 +33,7 @@ def evaluate_model(cfg: CfgNode, model: torch.nn.Module, device: torch.device, d
     ``out_dir/detections.json`` (COCO results) on rank 0, prints the 12-line table unless ``quiet``, and
     returns the summary dict on rank 0 (None on the other ranks).
     """
-    info = load_datasets([dataset_name], cfg)
+    info = load_datasets([dataset_name], cfg, key="DATASETS.TEST")
     num_classes = getattr(model, "num_classes", len(info.category_ids))
     if num_classes != len(info.category_ids):
         raise ValueError(f"the model predicts {num_classes} classes but {dataset_name} has "
@@ -78,10 +78,17 @@ def build_evaluator(cfg: CfgNode) -> Callable[[torch.nn.Module], dict | None]:
     It runs :func:`evaluate_model` quietly on DATASETS.TEST[0], on the device the model's weights are on, writing
     ``OUTPUT_DIR/eval``; the trainer takes it as ``Trainer(cfg, evaluator=build_evaluator(cfg))`` (what
     ``od2 train`` does), since od2.engine does not import od2.evaluation.
+
+    Raises:
+        ValueError: the test set has no images, or classes other than DATASETS.TRAIN's (in another order too).
     """
     if not cfg.DATASETS.TEST:
         raise ConfigError("build_evaluator: DATASETS.TEST is empty; name the dataset to evaluate on")
     dataset_name, out_dir = cfg.DATASETS.TEST[0], Path(cfg.OUTPUT_DIR) / "eval"
+    # Checked now, not at the first evaluation hours into the run (the catalog caches what is loaded here).
+    test_data = load_datasets([dataset_name], cfg, key="DATASETS.TEST")
+    if cfg.DATASETS.TRAIN:
+        require_same_classes(load_datasets(cfg.DATASETS.TRAIN, cfg), test_data)
 
     def evaluate(model: torch.nn.Module) -> dict | None:
         return evaluate_model(cfg, model, next(model.parameters()).device, dataset_name, out_dir, quiet=True)

@@ -53,20 +53,30 @@ def checkpoint_class_names(checkpoint: dict[str, Any], num_anchors: int, num_cla
     return [str(label) for label in range(num_classes)]
 
 
-def collect_images(inputs: Sequence[str | os.PathLike]) -> list[tuple[Path, Path]]:
+def collect_images(inputs: Sequence[str | os.PathLike],
+                   exclude: str | os.PathLike | None = None) -> list[tuple[Path, Path]]:
     """``(image file, the input it came from)`` for every input: a file as given, a folder's image files
     (``IMAGE_EXTENSIONS``, case-insensitive, searched recursively, sorted). Duplicates are kept once.
 
-    Raises ``FileNotFoundError`` naming an input that does not exist and ``ValueError`` when no image is found.
+    ``exclude``: a folder whose files are left out of the folder searches, the output folder of ``od2 predict``,
+    so that an output folder inside an input folder does not feed its drawings to the next run.
+
+    Raises ``FileNotFoundError`` naming an input that does not exist, ``ValueError`` when no image is found and
+    when ``exclude`` is an input folder itself (its drawings would overwrite or join its images).
     """
+    excluded = Path(os.path.realpath(exclude)) if exclude is not None else None
     found: dict[Path, Path] = {}
     for raw in inputs:
         path = Path(raw)
         if path.is_file():
             found.setdefault(path, path)
         elif path.is_dir():
+            if excluded is not None and Path(os.path.realpath(path)) == excluded:
+                raise ValueError(f"the output folder {exclude} is the input folder {raw}: the drawings would "
+                                 "overwrite or join its images; choose another output folder")
             for file in sorted(p for p in path.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS):
-                found.setdefault(file, path)
+                if excluded is None or not Path(os.path.realpath(file)).is_relative_to(excluded):
+                    found.setdefault(file, path)
         else:
             raise FileNotFoundError(f"predict input not found: {raw}")
     if not found:
@@ -163,11 +173,12 @@ def predict_images(
     Writes ``detections.json`` (COCO results format: ``image_id``, ``category_id`` = label + 1, ``bbox`` XYWH in
     original-image pixels, ``score``; detections with score >= ``score_thresh``), ``images.json`` (``images``:
     id, file_name, height, width; ``categories``: id, name) and, with ``draw``, one PNG per image with the boxes,
-    class names and scores drawn, named as :func:`output_names` says.
+    class names and scores drawn, named as :func:`output_names` says. Images inside ``out_dir`` are not read
+    (an output folder within an input folder), and ``out_dir`` may not be an input folder.
     """
     if not 0.0 <= score_thresh <= 1.0:
         raise ValueError(f"score_thresh must be in [0, 1], got {score_thresh}")
-    images = collect_images(inputs)
+    images = collect_images(inputs, exclude=out_dir)
     names = output_names(images)
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)

@@ -50,7 +50,7 @@ import numpy as np
 import yaml
 
 from od2.data.datasets.coco import load_coco_json
-from od2.data.datasets.voc import load_voc
+from od2.data.datasets.voc import CLASS_NAMES_FILE, load_voc, read_class_names_file
 from od2.data.datasets.yolo import IMAGE_SUFFIXES, load_yolo, read_yolo_yaml
 from od2.data.records import DatasetInfo, ImageRecord
 
@@ -73,7 +73,8 @@ logger = logging.getLogger(__name__)
 FORMATS = ("coco", "voc", "yolo")
 #: How images reach the output: copied, hard-linked (copied where the file system refuses) or symlinked.
 LINK_MODES = ("copy", "hardlink", "symlink")
-VOC_CLASS_NAMES_FILE = "class_names.txt"
+VOC_CLASS_NAMES_FILE = CLASS_NAMES_FILE
+read_voc_class_names = read_class_names_file  # {voc_root}/class_names.txt, or None without it
 
 
 @dataclasses.dataclass
@@ -103,17 +104,6 @@ class WriteSummary:
 
 
 # ----------------------------------------------------------------------------- reading
-
-
-def read_voc_class_names(voc_root: str | os.PathLike) -> list[str] | None:
-    """The class names in ``{voc_root}/class_names.txt`` (one per line, label order), or None without it."""
-    path = Path(voc_root) / VOC_CLASS_NAMES_FILE
-    if not path.is_file():
-        return None
-    names = [line.strip() for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
-    if len(set(names)) != len(names):
-        raise ValueError(f"{path}: a class name is listed twice")
-    return names
 
 
 def coco_output_paths(out_root: str | os.PathLike, split: str) -> tuple[Path, Path]:
@@ -151,7 +141,7 @@ def read_dataset(
     if fmt == "voc":
         if not path.is_dir():
             raise FileNotFoundError(f"VOC root {path} is not a folder (expected Annotations/, ImageSets/Main/, ...)")
-        return load_voc(path, split or "train", class_names=read_voc_class_names(path), name=name)
+        return load_voc(path, split or "train", name=name)  # load_voc reads class_names.txt
     if fmt == "yolo":
         if path.is_dir():
             path = path / "data.yaml"

@@ -38,7 +38,7 @@ def show_batches(cfg: CfgNode, out_dir: str | os.PathLike, split: str = "train",
     names = cfg.DATASETS.TRAIN if split == "train" else cfg.DATASETS.TEST[:1]
     if not names:
         raise ValueError(f"DATASETS.{split.upper()} is empty: nothing to show")
-    info = load_datasets(list(names), cfg)
+    info = load_datasets(list(names), cfg, key=f"DATASETS.{split.upper()}")
     if split == "train":
         loader = build_train_loader_from_cfg(cfg, info.records, mosaic=mosaic)
     else:

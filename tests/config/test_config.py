@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import math
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -84,10 +87,20 @@ def test_a_config_name_loads_the_packaged_file_from_any_directory(name, tmp_path
 def test_a_packaged_config_inherits_its_packaged_base(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     cfg = load_config("coco/RetinaNet-GN")
-    base = yaml.safe_load((REPO_CONFIGS / "Base-RetinaNet.yaml").read_text())
+    base = yaml.safe_load((REPO_CONFIGS / "Base-RetinaNet.yaml").read_text(encoding="utf-8"))
     assert cfg.MODEL.FPN.NORM == "GN"  # from coco/RetinaNet-GN.yaml
     # Set only in its _BASE_ (../Base-RetinaNet.yaml), to a value other than the default.
     assert cfg.TEST.EVAL_PERIOD == base["TEST"]["EVAL_PERIOD"] != get_cfg().TEST.EVAL_PERIOD
+
+
+def test_configs_are_read_as_utf8_whatever_the_locale():
+    """The packaged configs hold non-ASCII text (Base-RetinaNet.yaml's comments): a process whose locale is ASCII
+    must load them too."""
+    assert any(ord(c) > 127 for c in (REPO_CONFIGS / "Base-RetinaNet.yaml").read_text(encoding="utf-8"))
+    code = "from od2.config import load_config; print(load_config('coco/RetinaNet-GN').MODEL.FPN.NORM)"
+    env = {**os.environ, "LC_ALL": "C", "PYTHONUTF8": "0"}
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True)
+    assert out.returncode == 0 and out.stdout.strip() == "GN", out.stderr[-2000:]
 
 
 def test_a_local_file_wins_over_the_packaged_config_of_the_same_name(tmp_path, monkeypatch):
@@ -100,7 +113,7 @@ def test_a_user_config_may_inherit_from_a_packaged_config(tmp_path):
     mine = write(tmp_path / "mine.yaml", "_BASE_: coco/RetinaNet-GN.yaml\nSOLVER:\n  MAX_ITER: 10\n")
     cfg = load_config(mine)
     assert cfg.SOLVER.MAX_ITER == 10 and cfg.MODEL.FPN.NORM == "GN"
-    base = yaml.safe_load((REPO_CONFIGS / "Base-RetinaNet.yaml").read_text())
+    base = yaml.safe_load((REPO_CONFIGS / "Base-RetinaNet.yaml").read_text(encoding="utf-8"))
     assert cfg.TEST.EVAL_PERIOD == base["TEST"]["EVAL_PERIOD"]
 
 

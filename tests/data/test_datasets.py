@@ -3,6 +3,10 @@
 from __future__ import annotations
 
 import json
+import logging
+import os
+import subprocess
+import sys
 import xml.etree.ElementTree as ET
 from pathlib import Path
 
@@ -45,9 +49,9 @@ def write_voc(root: Path, files: dict[str, str], splits: dict[str, list[str]]) -
     (root / "ImageSets" / "Main").mkdir(parents=True)
     (root / "JPEGImages").mkdir()
     for stem, xml in files.items():
-        (root / "Annotations" / f"{stem}.xml").write_text(xml)
+        (root / "Annotations" / f"{stem}.xml").write_text(xml, encoding="utf-8")
     for split, stems in splits.items():
-        (root / "ImageSets" / "Main" / f"{split}.txt").write_text("\n".join(stems) + "\n")
+        (root / "ImageSets" / "Main" / f"{split}.txt").write_text("\n".join(stems) + "\n", encoding="utf-8")
     return root
 
 
@@ -284,6 +288,47 @@ def test_voc_size_missing_is_read_from_the_image(tmp_path):
     Image.new("RGB", (33, 22)).save(root / "JPEGImages" / "x.png")
     (r,) = load_voc(root, "all").records
     assert (r["height"], r["width"]) == (22, 33) and r["file_name"].endswith("x.png")
+
+
+def test_voc_class_name_typo_is_warned_once_with_the_likely_class(tmp_path, caplog):
+    """A misspelt name in one xml file becomes a class of its own: a warning names it, its box count, the splits
+    without it and the class it resembles."""
+    dogs_and_cats = voc_xml([("dog", 1, 1, 10, 10)] * 60 + [("cat", 20, 20, 30, 30)] * 40)
+    files = {"a": dogs_and_cats, "b": dogs_and_cats, "t": voc_xml([("dgo", 1, 1, 10, 10), ("cat", 5, 5, 9, 9)])}
+    root = write_voc(tmp_path / "VOC", files, {"train": ["a"], "val": ["b"], "test": ["t"]})
+    (root / "ImageSets" / "Main" / "dog_train.txt").write_text("a 1\n")  # a VOC per-class list: not a split
+    with caplog.at_level(logging.WARNING, logger="od2.data.datasets.voc"):
+        train, test = load_voc(root, "train"), load_voc(root, "test")
+    assert train.class_names == test.class_names == ["cat", "dgo", "dog"]  # as before: one list for every split
+    warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert len(warnings) == 1, warnings
+    assert "class 'dgo' has 1 box " in warnings[0] and "only in split test (none in train, val)" in warnings[0]
+    assert "'dog'?" in warnings[0] and "class_names.txt" in warnings[0] and "dog_train" not in warnings[0]
+    assert all("'cat'" not in w and "class 'dog'" not in w for w in warnings)
+
+
+def test_voc_class_names_file_fixes_the_list_for_every_split(tiny_voc):
+    (tiny_voc / "class_names.txt").write_text("zebra\ndog\ncat\n")
+    assert load_voc(tiny_voc, "train").class_names == load_voc(tiny_voc, "val").class_names == ["zebra", "dog", "cat"]
+    assert load_voc(tiny_voc, "train").records[0]["labels"].tolist() == [1, 2]
+    (tiny_voc / "class_names.txt").write_text("dog\ncat\n")
+    with pytest.raises(ValueError, match=r"c\.xml: class name 'zebra' is not in class_names"):
+        load_voc(tiny_voc, "val")
+    (tiny_voc / "class_names.txt").write_text("dog\ncat\ndog\n")
+    with pytest.raises(ValueError, match=r"class_names\.txt: 'dog' is listed twice"):
+        load_voc(tiny_voc, "val")
+
+
+def test_voc_class_names_are_read_as_utf8_whatever_the_locale(tmp_path):
+    """Class names with accents in the xml files and class_names.txt, read in a process whose locale is ASCII.
+    (File names stay ASCII: Python cannot name other files in such a locale.)"""
+    root = write_voc(tmp_path / "VOC", {"a": voc_xml([("chèvre", 1, 1, 5, 5)])}, {"train": ["a"]})
+    (root / "class_names.txt").write_text("chèvre\n", encoding="utf-8")
+    code = f"from od2.data.datasets.voc import load_voc; print(load_voc({str(root)!r}, 'train').class_names)"
+    env = {**os.environ, "LC_ALL": "C", "PYTHONUTF8": "0", "PYTHONIOENCODING": "utf-8"}
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, encoding="utf-8")
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert out.stdout.strip() == "['chèvre']"
 
 
 # ----------------------------------------------------------------------------- BCCD

@@ -1,4 +1,5 @@
-"""Evaluation refuses weights that do not cover the model, and datasets whose classes the model lacks."""
+"""Evaluation refuses weights that do not cover the model, datasets whose classes the model lacks, empty test
+sets, and test sets whose class list is not the training set's."""
 
 import pytest
 import torch
@@ -28,3 +29,49 @@ def test_evaluating_on_a_dataset_with_other_classes_is_an_error(tmp_path):
     cfg = load_config(None, ["DATASETS.TEST=[classes_check_val]"])
     with pytest.raises(ValueError, match="predicts 3 classes but classes_check_val has 10"):
         evaluate_model(cfg, model, torch.device("cpu"), "classes_check_val", tmp_path / "eval")
+
+
+def test_evaluating_on_an_empty_test_set_is_an_error_not_ap_minus_1(tmp_path, monkeypatch, capsys):
+    import json
+
+    from od2.cli import main
+    from od2.data import catalog
+    from od2.evaluation.evaluate import build_evaluator
+
+    monkeypatch.setattr(catalog, "_registered", {})
+    monkeypatch.setattr(catalog, "_cache", {})
+    empty = tmp_path / "empty.json"
+    empty.write_text(json.dumps({"images": [], "annotations": [], "categories": [{"id": 1, "name": "a"}]}))
+    catalog.register_coco_instances("empty_val", empty, tmp_path)
+    model = nn.Module()
+    model.num_classes = 1
+    cfg = load_config(None, ["DATASETS.TEST=[empty_val]", f"OUTPUT_DIR={tmp_path}"])
+    with pytest.raises(ValueError, match=r"dataset 'empty_val' \(DATASETS.TEST\) has no images"):
+        evaluate_model(cfg, model, torch.device("cpu"), "empty_val", tmp_path / "eval")
+    with pytest.raises(ValueError, match="'empty_val'"):  # before training starts, not at its first evaluation
+        build_evaluator(cfg)
+    assert main(["eval", "--config", "digits/retinanet_lite0", "--weights", str(tmp_path / "w.pth"),
+                 "DATASETS.TEST=[empty_val]", f"OUTPUT_DIR={tmp_path}"]) == 1
+    assert "'empty_val' (DATASETS.TEST)" in capsys.readouterr().err
+    assert not (tmp_path / "eval" / "coco_summary.json").exists()
+
+
+def test_training_refuses_a_test_set_with_other_class_names_before_it_starts(tmp_path, monkeypatch):
+    """The labels are positions in the class list: a test set listing the same number of classes in another order
+    (or with another name) would be scored against the wrong classes."""
+    import json
+
+    from od2.data import catalog
+    from od2.evaluation.evaluate import build_evaluator
+
+    monkeypatch.setattr(catalog, "_registered", {})
+    monkeypatch.setattr(catalog, "_cache", {})
+    for name, classes in (("cls_train", ["cat", "dog"]), ("cls_same", ["cat", "dog"]), ("cls_swapped", ["dog", "cat"])):
+        path = tmp_path / f"{name}.json"
+        path.write_text(json.dumps({"images": [{"id": 1, "file_name": "1.jpg", "height": 9, "width": 9}],
+                                    "annotations": [],
+                                    "categories": [{"id": k, "name": n} for k, n in enumerate(classes, 1)]}))
+        catalog.register_coco_instances(name, path, tmp_path)
+    build_evaluator(load_config(None, ["DATASETS.TRAIN=[cls_train]", "DATASETS.TEST=[cls_same]"]))
+    with pytest.raises(ValueError, match=r"'cls_train'.*'cls_swapped'.*\['cat', 'dog'\] vs \['dog', 'cat'\]"):
+        build_evaluator(load_config(None, ["DATASETS.TRAIN=[cls_train]", "DATASETS.TEST=[cls_swapped]"]))

@@ -44,6 +44,19 @@ def test_collect_images_files_folders_and_errors(tmp_path):
         collect_images([tmp_path / "empty"])
 
 
+def test_collect_images_leaves_out_the_output_folder(tmp_path):
+    a = touch_image(tmp_path / "in" / "a.png")
+    touch_image(tmp_path / "in" / "preds" / "a.png")  # the drawing of a.png by an earlier run
+    touch_image(tmp_path / "in" / "preds_old" / "b.png")  # a folder whose name only starts like it
+    b = tmp_path / "in" / "preds_old" / "b.png"
+    assert collect_images([tmp_path / "in"], exclude=tmp_path / "in" / "preds") == [(a, tmp_path / "in"),
+                                                                                  (b, tmp_path / "in")]
+    # the same folder named another way: relative to the current directory, or through ".."
+    assert collect_images([tmp_path / "in"], exclude=tmp_path / "in" / "x" / ".." / "preds")[0] == (a, tmp_path / "in")
+    with pytest.raises(ValueError, match="output folder .* is the input folder"):
+        collect_images([tmp_path / "in"], exclude=tmp_path / "in")
+
+
 def test_output_names_keep_subfolders_and_never_clash(tmp_path):
     root = tmp_path / "in"
     images = [(root / "x" / "a.jpg", root), (root / "a.jpg", root), (tmp_path / "a.png", tmp_path / "a.png"),
@@ -121,3 +134,17 @@ def test_predict_cli_skips_bad_files_and_reports(digits_val, confident_model, tm
     assert len(list(out.glob("*.png"))) == 2 and (out / "detections.json").is_file()
     assert all(d["score"] >= 0.5 for d in json.loads((out / "detections.json").read_text()))
     assert main(["predict", "--config", str(CONFIG), "--weights", str(weights), str(tmp_path / "missing")]) == 2
+
+
+def test_predict_twice_into_a_folder_inside_its_input_reads_the_same_images(digits_val, confident_model, tmp_path):
+    inputs = tmp_path / "photos"
+    inputs.mkdir()
+    for record in digits_val.records[:2]:
+        (inputs / Path(record["file_name"]).name).write_bytes(Path(record["file_name"]).read_bytes())
+    runs = []
+    for _ in range(2):
+        summary = predict_images(confident_model, [inputs], inputs / "predictions", digits_val.class_names,
+                                 min_size=64, max_size=96, progress=False)
+        runs.append(json.loads(summary.images_json.read_text())["images"])
+    assert len(runs[0]) == 2 and runs[1] == runs[0]
+    assert len(list((inputs / "predictions").rglob("*.png"))) == 2  # no drawings of drawings

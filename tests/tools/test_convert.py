@@ -139,7 +139,9 @@ def test_voc_coordinates_are_one_based_and_integral_when_possible(tmp_path):
     assert "<width>100</width>" in xml and "<height>50</height>" in xml
     assert (tmp_path / "voc" / "class_names.txt").read_text() == "cat\ndog\nbird\n"
     assert (tmp_path / "voc" / "ImageSets/Main/train.txt").read_text() == "a\nb\nc\nd\na_1\n"
-    # Without class_names.txt od2's VOC loader sorts the names it finds: the file is what keeps the order.
+    # od2's VOC loader reads class_names.txt (without it, it sorts the names it finds): the file keeps the order.
+    assert load_voc(tmp_path / "voc", "train").class_names == ["cat", "dog", "bird"]
+    (tmp_path / "voc" / "class_names.txt").unlink()
     assert load_voc(tmp_path / "voc", "train").class_names == ["bird", "cat", "dog"]
 
 

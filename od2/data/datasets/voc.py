@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import dataclasses
+import difflib
 import logging
 import os
 import xml.etree.ElementTree as ET
+from collections import Counter
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -14,9 +16,15 @@ from PIL import Image
 
 from od2.data.records import DatasetInfo, ImageRecord, clean_boxes, coco_gt_from_records, make_record
 
-__all__ = ["load_voc"]
+__all__ = ["CLASS_NAMES_FILE", "load_voc", "read_class_names_file"]
 
 logger = logging.getLogger(__name__)
+
+CLASS_NAMES_FILE = "class_names.txt"
+# A class with fewer boxes than this share of the most common class's (or a single box) is reported as a likely
+# typo: VOC names classes in every xml file, so a misspelt name becomes a class of its own.
+RARE_CLASS_SHARE = 0.01
+_warned_class_lists: set[tuple[str, tuple[str, ...]]] = set()
 
 
 @dataclasses.dataclass(frozen=True)
@@ -59,8 +67,12 @@ def load_voc(
     counted in ``skipped["clipped_box"]``. ``difficult`` objects are kept with ``iscrowd=True``,
     so COCO evaluation ignores detections matched to them, as VOC evaluation does.
 
-    Class names: ``class_names`` if given (label = position), else the sorted set of names in
-    all xml files under ``Annotations/``, so every split of a dataset gets the same labels.
+    Class names: ``class_names`` if given (label = position), else the names listed in
+    ``{voc_root}/class_names.txt`` (one per line, label order; ``od2 data convert --to voc`` writes it),
+    else the sorted set of names in all xml files under ``Annotations/``, so every split of a dataset
+    gets the same labels. Discovered names are checked: a class with very few boxes (under
+    ``RARE_CLASS_SHARE`` of the most common class's, or a single one) or with boxes in only one of
+    several splits is logged as a warning once per folder, naming the class it resembles.
     Image ids in ``coco_gt`` are 1-based positions in the split file; category ids are ``1..K``.
 
     Args:
@@ -69,7 +81,8 @@ def load_voc(
     Raises:
         FileNotFoundError: the split file or an xml file listed in it is missing.
         ValueError: an xml file is malformed, lacks a required element, or (when ``class_names``
-            is given) names an unknown class. The message names the file.
+            is given or read from ``class_names.txt``) names an unknown class; ``class_names.txt``
+            lists a name twice. The message names the file.
     """
     voc_root = Path(voc_root)
     name = name if name is not None else f"{voc_root.name}_{split}"
@@ -77,8 +90,11 @@ def load_voc(
     ann_dir = voc_root / "Annotations"
     parsed: dict[str, _VocAnnotation] = {}
     if class_names is None:
+        class_names = read_class_names_file(voc_root)
+    if class_names is None:
         parsed = {p.stem: _parse_xml(p) for p in sorted(ann_dir.glob("*.xml"))}
         class_names = sorted({n for ann in parsed.values() for n in ann.names})
+        _warn_about_suspect_classes(voc_root, parsed, class_names)
     class_names = list(class_names)
     label_of = {n: k for k, n in enumerate(class_names)}
 
@@ -114,6 +130,54 @@ def load_voc(
     )
 
 
+def read_class_names_file(voc_root: str | os.PathLike) -> list[str] | None:
+    """The class names in ``{voc_root}/class_names.txt`` (one per line, label order), or None without it."""
+    path = Path(voc_root) / CLASS_NAMES_FILE
+    if not path.is_file():
+        return None
+    names = [line.strip() for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+    twice = [name for name, count in Counter(names).items() if count > 1]
+    if twice:
+        raise ValueError(f"{path}: {twice[0]!r} is listed twice")
+    return names
+
+
+def _warn_about_suspect_classes(voc_root: Path, parsed: dict[str, _VocAnnotation], class_names: list[str]) -> None:
+    """Warn (once per folder and class list) about discovered classes that look like typos: very few boxes, or
+    boxes in one split only."""
+    key = (os.path.realpath(voc_root), tuple(class_names))
+    if key in _warned_class_lists or not class_names:
+        return
+    _warned_class_lists.add(key)
+    boxes = Counter(name for ann in parsed.values() for name in ann.names)
+    most_common, most = boxes.most_common(1)[0]
+    classes_in_split = {split: {name for stem in stems if stem in parsed for name in parsed[stem].names}
+                        for split, stems in _split_lists(voc_root, class_names).items()}
+    for name in class_names:
+        problems = []
+        if boxes[name] < RARE_CLASS_SHARE * most or boxes[name] == 1 < most:
+            problems.append(f"{boxes[name]} box{'es' if boxes[name] > 1 else ''} ({most_common!r} has {most})")
+        holding = [split for split, names in classes_in_split.items() if name in names]
+        if len(holding) == 1 and len(classes_in_split) > 1:
+            others = ", ".join(split for split in classes_in_split if split != holding[0])
+            problems.append(f"boxes only in split {holding[0]} (none in {others})")
+        if problems:
+            close = difflib.get_close_matches(name, [n for n in class_names if n != name], n=1, cutoff=0.6)
+            logger.warning(
+                "%s: class %r has %s%s. VOC names a class in each xml file, so a misspelt name becomes a class of "
+                "its own: correct the xml files, or fix the class list in %s (one name per line) or with "
+                "register_voc(..., class_names=[...])", voc_root / "Annotations", name, " and ".join(problems),
+                f" (a typo of {close[0]!r}?)" if close else "", voc_root / CLASS_NAMES_FILE)
+
+
+def _split_lists(voc_root: Path, class_names: list[str]) -> dict[str, list[str]]:
+    """Split name -> image ids for every split file in ``ImageSets/Main`` (VOC's per-class lists such as
+    ``dog_train.txt`` left out)."""
+    per_class = tuple(f"{name}_" for name in class_names)
+    files = sorted((voc_root / "ImageSets" / "Main").glob("*.txt"))
+    return {f.stem: _read_split(voc_root, f.stem) for f in files if not f.stem.startswith(per_class)}
+
+
 def _read_split(voc_root: Path, split: str) -> list[str]:
     """Image ids listed in ``ImageSets/Main/{split}.txt`` (one per line, blank lines ignored)."""
     split_file = voc_root / "ImageSets" / "Main" / f"{split}.txt"
@@ -123,7 +187,7 @@ def _read_split(voc_root: Path, split: str) -> list[str]:
             f"VOC split {split!r} not found: expected {split_file} (splits present: {available or 'none'})"
         )
     # A line may carry a second column (VOC per-class files); the id is the first.
-    return [line.split()[0] for line in split_file.read_text().splitlines() if line.strip()]
+    return [line.split()[0] for line in split_file.read_text(encoding="utf-8").splitlines() if line.strip()]
 
 
 def _parse_xml(xml_file: Path) -> _VocAnnotation:
