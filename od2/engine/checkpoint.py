@@ -9,6 +9,7 @@ order is a pure function of (seed, iteration) and needs no state.
 from __future__ import annotations
 
 import logging
+import re
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +21,8 @@ logger = logging.getLogger(__name__)
 LAST_CHECKPOINT = "last_checkpoint"
 # The entries save_training_checkpoint writes itself; the caller's extra entries need other keys.
 TRAINING_CHECKPOINT_KEYS = ("model", "optimizer", "iteration", "rng")
+# The periodic and final checkpoints --resume may fall back to; model_nonfinite_*.pth is left out on purpose.
+RESUMABLE_NAME = re.compile(r"model_(\d{7}|final)\.pth")
 
 
 def atomic_torch_save(obj: Any, path: str | Path) -> None:
@@ -59,6 +62,49 @@ def last_checkpoint(output_dir: str | Path) -> Path | None:
         return None
     path = Path(output_dir) / pointer.read_text().strip()
     return path if path.is_file() else None
+
+
+def resumable_checkpoints(output_dir: str | Path) -> list[Path]:
+    """The folder's periodic checkpoints and ``model_final.pth``, newest first: ``model_final.pth``, then by
+    iteration. The states saved before a non-finite loss are left out (see :class:`NonFiniteLossError`)."""
+    found = [p for p in Path(output_dir).glob("model_*.pth") if RESUMABLE_NAME.fullmatch(p.name)]
+    return sorted(found, key=lambda p: p.name.replace("final", "9" * 8), reverse=True)
+
+
+def load_resume_checkpoint(output_dir: str | Path) -> tuple[Path, dict[str, Any]] | None:
+    """The checkpoint ``--resume`` continues from, loaded: the one ``last_checkpoint`` names, else the newest
+    readable one of :func:`resumable_checkpoints` (a warning says which and why). None when the folder holds
+    neither a pointer nor a checkpoint (a fresh start).
+
+    Raises:
+        RuntimeError: the folder held checkpoints (or a pointer) but none of them is readable; starting from
+            iteration 0 instead would overwrite them.
+    """
+    output_dir = Path(output_dir)
+    pointer = output_dir / LAST_CHECKPOINT
+    named, problems = None, []
+    if pointer.is_file():
+        named = output_dir / pointer.read_text().strip()
+        try:
+            return named, load_checkpoint(named)
+        except (FileNotFoundError, RuntimeError) as exc:
+            problems.append(f"{LAST_CHECKPOINT} names {named.name}, which is missing" if not named.is_file()
+                            else str(exc))
+    for path in resumable_checkpoints(output_dir):
+        if path == named:
+            continue
+        try:
+            state = load_checkpoint(path)
+        except RuntimeError as exc:
+            problems.append(str(exc))
+            continue
+        logger.warning("--resume: %s; resuming from %s, the newest readable checkpoint in %s", "; ".join(problems)
+                       or f"no {LAST_CHECKPOINT} file", path.name, output_dir)
+        return path, state
+    if not problems:
+        return None
+    raise RuntimeError(f"--resume: no readable checkpoint in {output_dir} ({'; '.join(problems)}). Restore a "
+                       "checkpoint there, or start afresh on purpose with --overwrite (it deletes them).")
 
 
 def load_checkpoint(path: str | Path) -> dict[str, Any]:

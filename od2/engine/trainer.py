@@ -5,7 +5,8 @@ runs ``SOLVER.MAX_ITER`` iterations; each one takes a batch, makes one SGD step 
 (:mod:`od2.engine.hooks`). The built-in hooks set the learning rate, update the EMA, feed the Stitcher, show a tqdm
 bar, write ``metrics.jsonl`` and TensorBoard every ``LOG_PERIOD`` iterations, evaluate every ``TEST.EVAL_PERIOD``
 iterations and at the end, and save atomic checkpoints every ``SOLVER.CHECKPOINT_PERIOD`` iterations and
-``model_final.pth`` at the end. ``resume=True`` continues from ``OUTPUT_DIR/last_checkpoint`` as if the run had never
+``model_final.pth`` at the end. ``resume=True`` continues from ``OUTPUT_DIR/last_checkpoint`` (else the newest readable
+checkpoint, :func:`~od2.engine.checkpoint.load_resume_checkpoint`) as if the run had never
 stopped (model, optimizer, iteration, RNG, GradScaler, and every hook's state: EMA weights, data order).
 
 The trainer does not import od2.evaluation: the caller passes the ``evaluator`` (``od2 train`` passes
@@ -38,10 +39,8 @@ from od2.modeling.build import build_model
 from od2.utils import comm as dist
 
 from .checkpoint import (
-    LAST_CHECKPOINT,
     TRAINING_CHECKPOINT_KEYS,
-    last_checkpoint,
-    load_checkpoint,
+    load_resume_checkpoint,
     save_training_checkpoint,
     set_rng_state,
 )
@@ -175,17 +174,14 @@ class Trainer:
             self.hooks.append(hook)
 
     def resume_or_start(self, resume: bool) -> None:
-        """With ``resume``, restore everything from the last checkpoint in OUTPUT_DIR (if one exists)."""
-        path = last_checkpoint(self.output_dir) if resume else None
-        if resume and path is None:
-            if (self.output_dir / LAST_CHECKPOINT).is_file():
-                logger.warning("--resume: the checkpoint %s/%s names is missing; starting from iteration 0",
-                               self.output_dir, LAST_CHECKPOINT)
-            else:
-                logger.info("--resume: no checkpoint in %s, starting from iteration 0", self.output_dir)
-        if path is None:
+        """With ``resume``, restore everything from OUTPUT_DIR's last checkpoint (:func:`load_resume_checkpoint`:
+        the newest readable one when ``last_checkpoint`` names a missing or unreadable file)."""
+        found = load_resume_checkpoint(self.output_dir) if resume else None
+        if resume and found is None:
+            logger.info("--resume: no checkpoint in %s, starting from iteration 0", self.output_dir)
+        if found is None:
             return
-        state = load_checkpoint(path)
+        path, state = found
         self.bare_model.load_state_dict(state["model"])
         self.optimizer.load_state_dict(state["optimizer"])
         self.start_iter = int(state["iteration"])
