@@ -54,8 +54,8 @@ def build_parser() -> argparse.ArgumentParser:
                                        "TensorBoard logs and config.yaml go to OUTPUT_DIR.")
     _add_config_args(train)
     train.add_argument("--resume", action="store_true",
-                       help="continue from OUTPUT_DIR/last_checkpoint, or the newest readable checkpoint when it names a "
-                            "missing or unreadable file (model, optimizer, iteration, RNG, data order)")
+                       help="continue from OUTPUT_DIR/last_checkpoint, or the newest readable checkpoint when it names "
+                            "a missing or unreadable file (model, optimizer, iteration, RNG, data order)")
 
     evaluate = sub.add_parser("eval", help="COCO-evaluate weights on DATASETS.TEST",
                               description="Run inference on DATASETS.TEST[0], print the COCO AP/AR table and "
