@@ -9,6 +9,7 @@ order is a pure function of (seed, iteration) and needs no state.
 from __future__ import annotations
 
 import logging
+import os
 import re
 from pathlib import Path
 from typing import Any
@@ -45,14 +46,45 @@ def set_rng_state(state: dict[str, Any]) -> None:
 
 
 def save_training_checkpoint(output_dir: str | Path, name: str, model: torch.nn.Module,
-                             optimizer: torch.optim.Optimizer, iteration: int, **extra: Any) -> Path:
-    """Write ``output_dir/name`` and point ``output_dir/last_checkpoint`` at it. Returns the path."""
+                             optimizer: torch.optim.Optimizer, iteration: int, point: bool = True,
+                             **extra: Any) -> Path:
+    """Write ``output_dir/name`` and, with ``point``, point ``output_dir/last_checkpoint`` at it. Returns the path."""
     path = Path(output_dir) / name
     atomic_torch_save({"model": model.state_dict(), "optimizer": optimizer.state_dict(),
                        "iteration": iteration, "rng": rng_state(), **extra}, path)
-    with atomic_write(Path(output_dir) / LAST_CHECKPOINT) as tmp:
-        tmp.write_text(name)
+    if point:
+        point_last_checkpoint(output_dir, name)
     return path
+
+
+def point_last_checkpoint(output_dir: str | Path, name: str | None) -> None:
+    """Make ``output_dir/last_checkpoint`` name ``name`` (atomically), or remove it when ``name`` is None."""
+    pointer = Path(output_dir) / LAST_CHECKPOINT
+    if name is None:
+        pointer.unlink(missing_ok=True)
+        return
+    with atomic_write(pointer) as tmp:
+        tmp.write_text(name)
+
+
+def set_aside_nonfinite(output_dir: str | Path, iteration: int, nonfinite: Path) -> Path | None:
+    """After step ``iteration``'s loss was not finite, make sure ``--resume`` does not start from its state again.
+
+    ``nonfinite`` holds the state before that step. A periodic checkpoint of the same iteration holds that state
+    too (taken before the step's batch, the exact one to replay): it replaces ``nonfinite``, so that neither
+    ``last_checkpoint`` nor the fallback of :func:`load_resume_checkpoint` finds it. ``last_checkpoint`` then
+    names the newest periodic checkpoint before ``iteration``, or is removed when there is none.
+
+    Returns:
+        The checkpoint ``last_checkpoint`` names now, or None.
+    """
+    output_dir = Path(output_dir)
+    same_state = output_dir / f"model_{iteration:07d}.pth"
+    if same_state.is_file():
+        os.replace(same_state, nonfinite)
+    earlier = [p for p in resumable_checkpoints(output_dir) if p.stem[6:].isdigit() and int(p.stem[6:]) < iteration]
+    point_last_checkpoint(output_dir, earlier[0].name if earlier else None)
+    return earlier[0] if earlier else None
 
 
 def last_checkpoint(output_dir: str | Path) -> Path | None:

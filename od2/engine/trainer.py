@@ -255,13 +255,13 @@ class Trainer:
         self.scaler.update()
         return reduced
 
-    def save_checkpoint(self, name: str, iteration: int) -> Path:
+    def save_checkpoint(self, name: str, iteration: int, point: bool = True) -> Path:
         """Write ``OUTPUT_DIR/name`` (rank 0) with the state before step ``iteration`` and every hook's state, and
-        point ``last_checkpoint`` at it; all ranks wait for it. Returns the path."""
+        with ``point`` make ``last_checkpoint`` name it; all ranks wait for it. Returns the path."""
         path = self.output_dir / name
         if dist.is_main_process():
             path = save_training_checkpoint(self.output_dir, name, self.bare_model, self.optimizer, iteration,
-                                            **self.checkpoint_entries())
+                                            point=point, **self.checkpoint_entries())
         dist.barrier()
         return path
 

@@ -11,50 +11,73 @@ from test_hooks import QUICK
 from test_train_e2e import digits_root, read_metrics, tiny_cfg  # noqa: F401 (digits_root is a fixture)
 
 from od2.engine.checkpoint import load_checkpoint
-from od2.engine.trainer import Trainer
+from od2.engine.trainer import NonFiniteLossError, Trainer
 
 pytestmark = pytest.mark.usefixtures("digits_root")
 
 
-def train_six_with_checkpoints(run):
-    """6 iterations with checkpoints after 2 and 4 (and model_final.pth): the folder the faults start from."""
-    cfg = tiny_cfg(run, *QUICK, "SOLVER.MAX_ITER=6", "SOLVER.CHECKPOINT_PERIOD=2")
+def train_three_with_checkpoints(run):
+    """3 iterations with checkpoints after 1 and 2 (and model_final.pth): the folder the faults start from."""
+    cfg = tiny_cfg(run, *QUICK, "SOLVER.MAX_ITER=3", "SOLVER.CHECKPOINT_PERIOD=1")
     Trainer(cfg).train()
     return cfg
 
 
 def test_a_dangling_last_checkpoint_resumes_from_the_newest_readable_one(tmp_path, caplog):
-    cfg = train_six_with_checkpoints(tmp_path)
+    cfg = train_three_with_checkpoints(tmp_path)
     (tmp_path / "model_final.pth").unlink()
-    (tmp_path / "model_0000004.pth").unlink()  # last_checkpoint still names model_final.pth
-    kept = load_checkpoint(tmp_path / "model_0000002.pth")["model"]
+    (tmp_path / "model_0000002.pth").unlink()  # last_checkpoint still names model_final.pth
+    kept = load_checkpoint(tmp_path / "model_0000001.pth")["model"]
     trainer = Trainer(cfg)
     with caplog.at_level(logging.WARNING):
         trainer.train(resume=True)
-    assert trainer.start_iter == 2
-    assert "model_final.pth" in caplog.text and "model_0000002.pth" in caplog.text  # which file, and why
-    assert load_checkpoint(tmp_path / "model_final.pth")["iteration"] == 6
-    for key, value in load_checkpoint(tmp_path / "model_0000002.pth")["model"].items():
+    assert trainer.start_iter == 1
+    assert "model_final.pth" in caplog.text and "model_0000001.pth" in caplog.text  # which file, and why
+    assert load_checkpoint(tmp_path / "model_final.pth")["iteration"] == 3
+    for key, value in load_checkpoint(tmp_path / "model_0000001.pth")["model"].items():
         assert torch.equal(value, kept[key]), key
 
 
 def test_an_unreadable_last_checkpoint_falls_back_to_the_one_before(tmp_path, caplog):
-    cfg = train_six_with_checkpoints(tmp_path)
+    cfg = train_three_with_checkpoints(tmp_path)
     final = tmp_path / "model_final.pth"
     final.write_bytes(final.read_bytes()[:1000])  # a truncated file
     trainer = Trainer(cfg)
     with caplog.at_level(logging.WARNING):
         trainer.train(resume=True)
-    assert trainer.start_iter == 4
-    assert "cannot read" in caplog.text and "model_0000004.pth" in caplog.text
+    assert trainer.start_iter == 2
+    assert "cannot read" in caplog.text and "model_0000002.pth" in caplog.text
 
 
 def test_a_dangling_last_checkpoint_without_a_readable_checkpoint_stops(tmp_path):
-    cfg = train_six_with_checkpoints(tmp_path)
-    for name in ("model_final.pth", "model_0000004.pth"):
+    cfg = train_three_with_checkpoints(tmp_path)
+    for name in ("model_final.pth", "model_0000002.pth"):
         (tmp_path / name).unlink()
-    (tmp_path / "model_0000002.pth").write_bytes(b"not a checkpoint")
+    (tmp_path / "model_0000001.pth").write_bytes(b"not a checkpoint")
     with pytest.raises(RuntimeError, match="no readable checkpoint") as raised:
         Trainer(cfg).train(resume=True)
-    assert "model_final.pth" in str(raised.value) and "model_0000002.pth" in str(raised.value)
-    assert (tmp_path / "model_0000002.pth").read_bytes() == b"not a checkpoint"  # nothing overwritten
+    assert "model_final.pth" in str(raised.value) and "model_0000001.pth" in str(raised.value)
+    assert (tmp_path / "model_0000001.pth").read_bytes() == b"not a checkpoint"  # nothing overwritten
+
+
+def test_a_non_finite_loss_keeps_last_checkpoint_on_a_good_state_and_its_advice_works(tmp_path):
+    # From iteration 2 the learning rate is 0.02 * 1e8: the update of step 2 blows the weights up, and the loss of a
+    # later step is not finite. The checkpoint after step 2 already holds the blown-up weights.
+    blowing_up = [*QUICK, "SOLVER.WARMUP_ITERS=0", "SOLVER.LR_DECAY_TYPE=piecewise", "SOLVER.STEPS=[2]",
+                  "SOLVER.MAX_ITER=6", "SOLVER.CHECKPOINT_PERIOD=1"]
+    with pytest.raises(NonFiniteLossError) as raised:
+        Trainer(tiny_cfg(tmp_path, *blowing_up, "SOLVER.GAMMA=1e8")).train()
+    failed = raised.value.iteration
+    assert 2 < failed < 6
+    assert (tmp_path / f"model_nonfinite_{failed:07d}.pth").is_file()
+    # The checkpoint after step failed - 1 holds the weights whose loss was not finite: not one to resume from.
+    good = f"model_{failed - 1:07d}.pth"
+    assert (tmp_path / "last_checkpoint").read_text() == good
+    assert not (tmp_path / f"model_{failed:07d}.pth").exists()
+    message = str(raised.value)
+    assert good in message and "--resume" in message and f"model_nonfinite_{failed:07d}.pth" in message
+    # The advice: change the config, then --resume.
+    trainer = Trainer(tiny_cfg(tmp_path, *blowing_up, "SOLVER.GAMMA=0.1"))
+    trainer.train(resume=True)
+    assert trainer.start_iter == failed - 1
+    assert load_checkpoint(tmp_path / "model_final.pth")["iteration"] == 6
