@@ -176,7 +176,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def cmd_train(args: argparse.Namespace) -> int:
-    from od2.engine.run_info import write_run_info
+    from od2.engine.hooks import RunInfoWriter
     from od2.engine.setup import setup_logging
     from od2.engine.trainer import Trainer
     from od2.evaluation.evaluate import build_evaluator
@@ -186,9 +186,8 @@ def cmd_train(args: argparse.Namespace) -> int:
     setup_logging(cfg.OUTPUT_DIR, dist_rank_from_env())
     logger.info("config %s with overrides %s", args.config, args.opts)
     evaluates = cfg.TEST.EVAL_PERIOD > 0 and cfg.DATASETS.TEST
-    trainer = Trainer(cfg, evaluator=build_evaluator(cfg) if evaluates else None)
-    if dist.is_main_process():
-        write_run_info(cfg.OUTPUT_DIR, args.config, args.opts, resume=args.resume)
+    trainer = Trainer(cfg, evaluator=build_evaluator(cfg) if evaluates else None,
+                      hooks=[RunInfoWriter(args.config, args.opts)])
     try:
         trainer.train(resume=args.resume)
     finally:

@@ -1,7 +1,9 @@
-"""``run.json`` in a run folder: which config file and overrides ``od2 train`` started the run from.
+"""A run folder's record: ``run.json`` (which config file and overrides ``od2 train`` started the run from),
+``config.yaml`` (the resolved config of the latest start) and ``configs/config_<time>.yaml`` (one per start).
 
 ``config.yaml`` holds the resolved config but not where it came from; tools that describe runs (``od2 report``)
-read the run's name here instead of parsing log lines.
+read the run's name here instead of parsing log lines. The trainer writes the record only once a resume has
+succeeded, so a failed one leaves the folder describing the run that happened.
 """
 
 from __future__ import annotations
@@ -10,10 +12,32 @@ import json
 import os
 import re
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
+from od2.utils.atomic_write import atomic_write
+
 RUN_INFO = "run.json"
+CONFIG = "config.yaml"
+CONFIG_HISTORY = "configs"
+
+
+def write_config_record(output_dir: str | os.PathLike, config_yaml: str) -> Path:
+    """Write the resolved config of this start to ``output_dir/config.yaml`` and to a new
+    ``output_dir/configs/config_<YYYYmmdd-HHMMSS>.yaml`` (``_2``, ... after a start in the same second), so that
+    the configs of the starts before a resume stay readable. Returns the dated copy."""
+    history = Path(output_dir) / CONFIG_HISTORY
+    history.mkdir(parents=True, exist_ok=True)
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    dated, n = history / f"config_{stamp}.yaml", 1
+    while dated.exists():
+        n += 1
+        dated = history / f"config_{stamp}_{n}.yaml"
+    for path in (dated, Path(output_dir) / CONFIG):
+        with atomic_write(path) as tmp:
+            tmp.write_text(config_yaml)
+    return dated
 
 
 def write_run_info(output_dir: str | os.PathLike, config_file: str | os.PathLike, overrides: list[str],
@@ -26,7 +50,8 @@ def write_run_info(output_dir: str | os.PathLike, config_file: str | os.PathLike
         return path
     path.parent.mkdir(parents=True, exist_ok=True)
     info = {"config_file": str(config_file), "overrides": list(overrides), "argv": list(sys.argv)}
-    path.write_text(json.dumps(info, indent=2) + "\n")
+    with atomic_write(path) as tmp:
+        tmp.write_text(json.dumps(info, indent=2) + "\n")
     return path
 
 

@@ -60,6 +60,7 @@ from .hooks import (
 )
 from .lr_schedule import LRSchedule
 from .optimizer import build_optimizer
+from .run_info import write_config_record
 from .setup import load_initial_weights, resolve_device, set_seed
 from .train_feed import TrainFeed
 
@@ -199,10 +200,9 @@ class Trainer:
     def train(self, resume: bool = False) -> dict[str, Any] | None:
         """Run training; returns the last evaluation's summary (None without evaluation, and on ranks > 0)."""
         cfg = self.cfg
-        if dist.is_main_process():
-            self.output_dir.mkdir(parents=True, exist_ok=True)
-            (self.output_dir / "config.yaml").write_text(cfg.dump())
         self.resume_or_start(resume)
+        if dist.is_main_process():  # only now: a failed resume leaves the folder's record as it was
+            write_config_record(self.output_dir, cfg.dump())
         self.checkpoint_entries()  # on every rank: a clash of hook keys stops all of them, not rank 0 alone
         logger.info("mixed precision: %s; EMA of weights: %s",
                     f"SOLVER.AMP={cfg.SOLVER.AMP} (autocast {self.amp_dtype}, GradScaler "

@@ -4,12 +4,14 @@ training into a folder that holds a run, write failures and the temp files of ki
 from __future__ import annotations
 
 import logging
+import re
 
 import pytest
 import torch
 from test_hooks import QUICK
 from test_train_e2e import digits_root, read_metrics, tiny_cfg  # noqa: F401 (digits_root is a fixture)
 
+from od2.config import load_config
 from od2.engine.checkpoint import load_checkpoint
 from od2.engine.trainer import NonFiniteLossError, Trainer
 
@@ -81,3 +83,27 @@ def test_a_non_finite_loss_keeps_last_checkpoint_on_a_good_state_and_its_advice_
     trainer.train(resume=True)
     assert trainer.start_iter == failed - 1
     assert load_checkpoint(tmp_path / "model_final.pth")["iteration"] == 6
+
+
+def test_a_failed_resume_leaves_the_run_record_and_each_start_keeps_its_config(tmp_path, monkeypatch):
+    from od2.cli import main
+
+    run, config = tmp_path / "run", tmp_path / "cfg.yaml"
+    config.write_text(tiny_cfg(run, *QUICK, "SOLVER.MAX_ITER=1").dump())
+    monkeypatch.setattr("od2.engine.setup.setup_logging", lambda *args: None)  # keep pytest's log handlers
+    assert main(["train", "--config", str(config)]) == 0
+    record = {name: (run / name).read_text() for name in ("config.yaml", "run.json")}
+    assert [re.fullmatch(r"config_\d{8}-\d{6}(_\d+)?\.yaml", p.name) is not None
+            for p in (run / "configs").iterdir()] == [True]
+    assert load_config(next((run / "configs").iterdir())) == load_config(run / "config.yaml")
+
+    with pytest.raises(RuntimeError, match="size mismatch"):  # a resume with another model's config
+        main(["train", "--config", str(config), "--resume", "MODEL.FPN.OUT_CHANNELS=16", "SOLVER.MAX_ITER=2"])
+    assert {name: (run / name).read_text() for name in record} == record
+    assert len(list((run / "configs").iterdir())) == 1
+
+    assert main(["train", "--config", str(config), "--resume", "SOLVER.MAX_ITER=2"]) == 0
+    assert load_config(run / "config.yaml").SOLVER.MAX_ITER == 2  # config.yaml: the latest start's config
+    starts = sorted((run / "configs").iterdir())
+    assert [load_config(p).SOLVER.MAX_ITER for p in starts] == [1, 2]  # one config per start, in order
+    assert (run / "run.json").read_text() == record["run.json"]  # run.json: how the run was first started

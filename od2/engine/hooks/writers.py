@@ -1,5 +1,5 @@
-"""Hooks that report progress: the tqdm bar, and metrics.jsonl + TensorBoard (rank 0 registers them, the others
-don't)."""
+"""Hooks that report progress and record the run: the tqdm bar, metrics.jsonl + TensorBoard, and run.json (rank 0
+registers them, the others don't)."""
 
 from __future__ import annotations
 
@@ -10,10 +10,27 @@ from typing import IO, Any
 
 from tqdm import tqdm
 
+from od2.utils import comm as dist
+
+from ..run_info import write_run_info
 from .base import HookBase
 
 # Summary entries the one-line evaluation report prints when the evaluator returns them (COCO's headline numbers).
 HEADLINE_METRICS = ("AP", "AP50")
+
+
+class RunInfoWriter(HookBase):
+    """Writes ``run.json`` (:func:`od2.engine.run_info.write_run_info`: the config file and overrides the run was
+    started from) before the first step, so after a resume has succeeded; a resumed run keeps the record it has.
+    Only rank 0 writes."""
+
+    def __init__(self, config_file: str | Path, overrides: list[str]):
+        self.config_file, self.overrides = config_file, list(overrides)
+
+    def before_train(self) -> None:
+        if dist.is_main_process():
+            write_run_info(self.trainer.output_dir, self.config_file, self.overrides,
+                           resume=self.trainer.start_iter > 0)
 
 
 class ProgressBar(HookBase):
