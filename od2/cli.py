@@ -56,6 +56,9 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--resume", action="store_true",
                        help="continue from OUTPUT_DIR/last_checkpoint, or the newest readable checkpoint when it names "
                             "a missing or unreadable file (model, optimizer, iteration, RNG, data order)")
+    train.add_argument("--overwrite", action="store_true",
+                       help="start afresh in an OUTPUT_DIR that holds a run: delete its checkpoints, last_checkpoint, "
+                            "metrics.jsonl and tensorboard/ (without it, od2 train refuses such a folder)")
 
     evaluate = sub.add_parser("eval", help="COCO-evaluate weights on DATASETS.TEST",
                               description="Run inference on DATASETS.TEST[0], print the COCO AP/AR table and "
@@ -189,7 +192,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     trainer = Trainer(cfg, evaluator=build_evaluator(cfg) if evaluates else None,
                       hooks=[RunInfoWriter(args.config, args.opts)])
     try:
-        trainer.train(resume=args.resume)
+        trainer.train(resume=args.resume, overwrite=args.overwrite)
     finally:
         dist.cleanup()
     return 0

@@ -39,6 +39,7 @@ from od2.modeling.build import build_model
 from od2.utils import comm as dist
 
 from .checkpoint import (
+    LAST_CHECKPOINT,
     TRAINING_CHECKPOINT_KEYS,
     load_resume_checkpoint,
     save_training_checkpoint,
@@ -60,7 +61,7 @@ from .hooks import (
 )
 from .lr_schedule import LRSchedule
 from .optimizer import build_optimizer
-from .run_info import write_config_record
+from .run_info import delete_run_files, run_files, write_config_record
 from .setup import load_initial_weights, resolve_device, set_seed
 from .train_feed import TrainFeed
 
@@ -197,9 +198,32 @@ class Trainer:
         logger.info("resumed from %s: model, optimizer, RNG%s and the hooks' state restored; continuing at "
                     "iteration %d", path, ", GradScaler" if "scaler" in state else "", self.start_iter)
 
-    def train(self, resume: bool = False) -> dict[str, Any] | None:
-        """Run training; returns the last evaluation's summary (None without evaluation, and on ranks > 0)."""
+    def train(self, resume: bool = False, overwrite: bool = False) -> dict[str, Any] | None:
+        """Run training; returns the last evaluation's summary (None without evaluation, and on ranks > 0).
+
+        Args:
+            resume: continue the run in OUTPUT_DIR (:meth:`resume_or_start`).
+            overwrite: start afresh in an OUTPUT_DIR that holds a run: its checkpoints, ``last_checkpoint``,
+                ``metrics.jsonl`` and ``tensorboard/`` are deleted first.
+
+        Raises:
+            ConfigError: OUTPUT_DIR holds checkpoints and neither ``resume`` nor ``overwrite`` says what to do.
+            ValueError: both ``resume`` and ``overwrite``.
+        """
         cfg = self.cfg
+        if resume and overwrite:
+            raise ValueError("train(resume=True, overwrite=True): --resume continues the run in OUTPUT_DIR, "
+                             "--overwrite deletes it; choose one")
+        held = run_files(self.output_dir)
+        checkpoints = [p.name for p in held if p.name.startswith("model_") or p.name == LAST_CHECKPOINT]
+        if checkpoints and not (resume or overwrite):
+            raise ConfigError(f"OUTPUT_DIR={self.output_dir} already holds a run ({', '.join(sorted(checkpoints))}"
+                              "); continue it with --resume, start afresh over it with --overwrite (deletes its "
+                              "checkpoints and metrics), or choose another OUTPUT_DIR")
+        if overwrite and dist.is_main_process() and held:
+            delete_run_files(held)
+            logger.warning("--overwrite: deleted the previous run's %s in %s", ", ".join(sorted(p.name for p in held)),
+                           self.output_dir)
         self.resume_or_start(resume)
         if dist.is_main_process():  # only now: a failed resume leaves the folder's record as it was
             write_config_record(self.output_dir, cfg.dump())

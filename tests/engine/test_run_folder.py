@@ -107,3 +107,36 @@ def test_a_failed_resume_leaves_the_run_record_and_each_start_keeps_its_config(t
     starts = sorted((run / "configs").iterdir())
     assert [load_config(p).SOLVER.MAX_ITER for p in starts] == [1, 2]  # one config per start, in order
     assert (run / "run.json").read_text() == record["run.json"]  # run.json: how the run was first started
+
+
+def test_training_into_a_folder_with_checkpoints_needs_resume_or_overwrite(tmp_path, monkeypatch, capsys):
+    from od2.cli import main, parse_args
+
+    run, config = tmp_path / "run", tmp_path / "cfg.yaml"
+    cfg = tiny_cfg(run, *QUICK, "SOLVER.MAX_ITER=2", "SOLVER.CHECKPOINT_PERIOD=1")
+    Trainer(cfg).train()
+    before = {p.name: p.read_bytes() for p in run.glob("model_*.pth")}
+    config.write_text(cfg.dump())
+    monkeypatch.setattr("od2.engine.setup.setup_logging", lambda *args: None)  # keep pytest's log handlers
+    assert main(["train", "--config", str(config)]) == 2
+    error = capsys.readouterr().err
+    assert str(run) in error and "--resume" in error and "--overwrite" in error
+    assert {p.name: p.read_bytes() for p in run.glob("model_*.pth")} == before  # nothing overwritten
+    assert parse_args(["train", "--config", str(config), "--overwrite"]).overwrite
+
+    # Starting afresh on purpose: the old run's checkpoints and metrics go, the new run's alone are left.
+    Trainer(tiny_cfg(run, *QUICK, "SOLVER.MAX_ITER=1")).train(overwrite=True)
+    assert sorted(p.name for p in run.glob("model_*.pth")) == ["model_final.pth"]
+    assert [m["iteration"] for m in read_metrics(run)] == [1]
+    with pytest.raises(ValueError, match="--resume.*--overwrite"):
+        Trainer(cfg).train(resume=True, overwrite=True)
+
+
+def test_a_resume_drops_the_metrics_of_the_replayed_iterations(tmp_path):
+    cfg = train_three_with_checkpoints(tmp_path)
+    with (tmp_path / "metrics.jsonl").open("a") as f:
+        f.write('{"iteration": 4, "total_lo')  # the torn last line of a killed run
+    (tmp_path / "model_final.pth").unlink()
+    (tmp_path / "last_checkpoint").write_text("model_0000001.pth")
+    Trainer(cfg).train(resume=True)
+    assert [m["iteration"] for m in read_metrics(tmp_path)] == [1, 2, 3]

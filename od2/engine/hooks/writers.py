@@ -12,7 +12,7 @@ from tqdm import tqdm
 
 from od2.utils import comm as dist
 
-from ..run_info import write_run_info
+from ..run_info import METRICS, drop_metrics_after, write_run_info
 from .base import HookBase
 
 # Summary entries the one-line evaluation report prints when the evaluator returns them (COCO's headline numbers).
@@ -60,8 +60,8 @@ class MetricsWriter(HookBase):
     loss entries..., "lr", "data_time", "time": seconds since training (re)started, "mosaic_batches" with
     Stitcher}`` and the scalars ``train/<loss entry>``, ``train/lr``. After each evaluation: one record
     ``{"iteration", "eval/<key>": value...}`` with every summary entry, the scalars ``eval/<key>`` of its float
-    entries, and a printed line with its AP and AP50. A resumed run appends, and TensorBoard drops the events
-    after the resumed iteration.
+    entries, and a printed line with its AP and AP50. A resumed run drops the records after the resumed iteration
+    and appends, and TensorBoard drops the events after it.
     """
 
     def __init__(self, output_dir: str | Path, period: int):
@@ -73,7 +73,8 @@ class MetricsWriter(HookBase):
     def before_train(self) -> None:
         from torch.utils.tensorboard import SummaryWriter  # imports tensorboard: only where a run writes
 
-        self.file = (self.output_dir / "metrics.jsonl").open("a")
+        drop_metrics_after(self.output_dir, self.trainer.start_iter)
+        self.file = (self.output_dir / METRICS).open("a")
         self.tensorboard = SummaryWriter(str(self.output_dir / "tensorboard"), purge_step=self.trainer.start_iter)
         self.start_time = time.perf_counter()
 
