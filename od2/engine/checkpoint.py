@@ -27,9 +27,31 @@ RESUMABLE_NAME = re.compile(r"model_(\d{7}|final)\.pth")
 
 
 def atomic_torch_save(obj: Any, path: str | Path) -> None:
-    """Save so that a crash mid-write never leaves a truncated file at ``path``."""
+    """Save so that a crash mid-write never leaves a truncated file at ``path``.
+
+    Raises:
+        OSError: the write failed (full disk, file-size limit, read-only folder); it names ``path`` and the OS
+            reason, and the file at ``path`` is left as it was.
+    """
     with atomic_write(path) as tmp:
-        torch.save(obj, tmp)
+        try:
+            with open(tmp, "wb") as file:  # a Python file: the OSError of a failed write reaches us
+                torch.save(obj, file)
+        except RuntimeError as error:  # torch's writer reports it as "unexpected pos N vs M"
+            cause = _os_error_behind(error)
+            if cause is None:
+                raise
+            raise cause from error
+
+
+def _os_error_behind(error: BaseException) -> OSError | None:
+    """The OSError among ``error``'s causes and contexts, if any."""
+    seen: BaseException | None = error
+    while seen is not None:
+        if isinstance(seen, OSError):
+            return seen
+        seen = seen.__cause__ or seen.__context__
+    return None
 
 
 def rng_state() -> dict[str, Any]:

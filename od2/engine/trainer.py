@@ -37,6 +37,7 @@ from od2.data.setup import load_datasets
 from od2.layers.norms import convert_sync_batchnorm
 from od2.modeling.build import build_model
 from od2.utils import comm as dist
+from od2.utils.atomic_write import remove_stale_temporaries
 
 from .checkpoint import (
     LAST_CHECKPOINT,
@@ -220,6 +221,9 @@ class Trainer:
             raise ConfigError(f"OUTPUT_DIR={self.output_dir} already holds a run ({', '.join(sorted(checkpoints))}"
                               "); continue it with --resume, start afresh over it with --overwrite (deletes its "
                               "checkpoints and metrics), or choose another OUTPUT_DIR")
+        if dist.is_main_process():
+            for path in remove_stale_temporaries(self.output_dir):
+                logger.warning("removed %s, the temporary file of a save that was killed mid-write", path)
         if overwrite and dist.is_main_process() and held:
             delete_run_files(held)
             logger.warning("--overwrite: deleted the previous run's %s in %s", ", ".join(sorted(p.name for p in held)),

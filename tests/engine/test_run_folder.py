@@ -132,11 +132,14 @@ def test_training_into_a_folder_with_checkpoints_needs_resume_or_overwrite(tmp_p
         Trainer(cfg).train(resume=True, overwrite=True)
 
 
-def test_a_resume_drops_the_metrics_of_the_replayed_iterations(tmp_path):
+def test_a_resume_drops_the_metrics_of_the_replayed_iterations_and_temporaries_of_killed_saves(tmp_path):
     cfg = train_three_with_checkpoints(tmp_path)
     with (tmp_path / "metrics.jsonl").open("a") as f:
         f.write('{"iteration": 4, "total_lo')  # the torn last line of a killed run
     (tmp_path / "model_final.pth").unlink()
     (tmp_path / "last_checkpoint").write_text("model_0000001.pth")
+    killed_save = tmp_path / ".model_0000002.pth.999999999-0a1b2c3d.tmp"  # atomic_write's naming, no such process
+    killed_save.write_bytes(b"half a checkpoint")
     Trainer(cfg).train(resume=True)
     assert [m["iteration"] for m in read_metrics(tmp_path)] == [1, 2, 3]
+    assert not killed_save.exists()
