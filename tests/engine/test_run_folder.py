@@ -25,6 +25,7 @@ def train_three_with_checkpoints(run):
     return cfg
 
 
+@pytest.mark.slow  # two training runs; the unreadable-pointer test keeps the fallback in the quick suite
 def test_a_dangling_last_checkpoint_resumes_from_the_newest_readable_one(tmp_path, caplog):
     cfg = train_three_with_checkpoints(tmp_path)
     (tmp_path / "model_final.pth").unlink()
@@ -62,6 +63,7 @@ def test_a_dangling_last_checkpoint_without_a_readable_checkpoint_stops(tmp_path
     assert (tmp_path / "model_0000001.pth").read_bytes() == b"not a checkpoint"  # nothing overwritten
 
 
+@pytest.mark.slow  # two training runs of up to 6 steps; test_hooks' non-finite test keeps the pointer check quick
 def test_a_non_finite_loss_keeps_last_checkpoint_on_a_good_state_and_its_advice_works(tmp_path):
     # From iteration 2 the learning rate is 0.02 * 1e8: the update of step 2 blows the weights up, and the loss of a
     # later step is not finite. The checkpoint after step 2 already holds the blown-up weights.
@@ -109,6 +111,7 @@ def test_a_failed_resume_leaves_the_run_record_and_each_start_keeps_its_config(t
     assert (run / "run.json").read_text() == record["run.json"]  # run.json: how the run was first started
 
 
+@pytest.mark.slow  # two training runs
 def test_training_into_a_folder_with_checkpoints_needs_resume_or_overwrite(tmp_path, monkeypatch, capsys):
     from od2.cli import main, parse_args
 
