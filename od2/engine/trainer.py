@@ -199,6 +199,27 @@ class Trainer:
         logger.info("resumed from %s: model, optimizer, RNG%s and the hooks' state restored; continuing at "
                     "iteration %d", path, ", GradScaler" if "scaler" in state else "", self.start_iter)
 
+    def prepare_output_dir(self, resume: bool, overwrite: bool) -> None:
+        """Refuse an OUTPUT_DIR that holds a run unless ``resume`` or ``overwrite`` (see :meth:`train`), delete that
+        run with ``overwrite``, and remove the temporary files of saves killed mid-write (rank 0)."""
+        if resume and overwrite:
+            raise ValueError("train(resume=True, overwrite=True): --resume continues the run in OUTPUT_DIR, "
+                             "--overwrite deletes it; choose one")
+        held = run_files(self.output_dir)
+        checkpoints = [p.name for p in held if p.name.startswith("model_") or p.name == LAST_CHECKPOINT]
+        if checkpoints and not (resume or overwrite):  # checked on every rank: all of them stop
+            raise ConfigError(f"OUTPUT_DIR={self.output_dir} already holds a run ({', '.join(sorted(checkpoints))}"
+                              "); continue it with --resume, start afresh over it with --overwrite (deletes its "
+                              "checkpoints and metrics), or choose another OUTPUT_DIR")
+        if not dist.is_main_process():
+            return
+        for path in remove_stale_temporaries(self.output_dir):
+            logger.warning("removed %s, the temporary file of a save that was killed mid-write", path)
+        if overwrite and held:
+            delete_run_files(held)
+            logger.warning("--overwrite: deleted the previous run's %s in %s", ", ".join(p.name for p in held),
+                           self.output_dir)
+
     def train(self, resume: bool = False, overwrite: bool = False) -> dict[str, Any] | None:
         """Run training; returns the last evaluation's summary (None without evaluation, and on ranks > 0).
 
@@ -212,22 +233,7 @@ class Trainer:
             ValueError: both ``resume`` and ``overwrite``.
         """
         cfg = self.cfg
-        if resume and overwrite:
-            raise ValueError("train(resume=True, overwrite=True): --resume continues the run in OUTPUT_DIR, "
-                             "--overwrite deletes it; choose one")
-        held = run_files(self.output_dir)
-        checkpoints = [p.name for p in held if p.name.startswith("model_") or p.name == LAST_CHECKPOINT]
-        if checkpoints and not (resume or overwrite):
-            raise ConfigError(f"OUTPUT_DIR={self.output_dir} already holds a run ({', '.join(sorted(checkpoints))}"
-                              "); continue it with --resume, start afresh over it with --overwrite (deletes its "
-                              "checkpoints and metrics), or choose another OUTPUT_DIR")
-        if dist.is_main_process():
-            for path in remove_stale_temporaries(self.output_dir):
-                logger.warning("removed %s, the temporary file of a save that was killed mid-write", path)
-        if overwrite and dist.is_main_process() and held:
-            delete_run_files(held)
-            logger.warning("--overwrite: deleted the previous run's %s in %s", ", ".join(sorted(p.name for p in held)),
-                           self.output_dir)
+        self.prepare_output_dir(resume, overwrite)
         self.resume_or_start(resume)
         if dist.is_main_process():  # only now: a failed resume leaves the folder's record as it was
             write_config_record(self.output_dir, cfg.dump())
