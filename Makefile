@@ -20,7 +20,7 @@ $(STAMP): pyproject.toml
 install: $(STAMP)
 
 demo: install
-	$(OD2) train --config $(DEMO_CONFIG) OUTPUT_DIR=$(DEMO_OUT)
+	$(OD2) train --config $(DEMO_CONFIG) --overwrite OUTPUT_DIR=$(DEMO_OUT)
 	$(OD2) eval --config $(DEMO_CONFIG) --weights $(DEMO_OUT)/model_final.pth --vis 8 OUTPUT_DIR=$(DEMO_OUT)
 
 # pytest's exit 5 (no tests collected) is a failure: a selection that matches nothing has tested nothing.

@@ -56,7 +56,11 @@ def build_parser() -> argparse.ArgumentParser:
                                        "TensorBoard logs and config.yaml go to OUTPUT_DIR.")
     _add_config_args(train)
     train.add_argument("--resume", action="store_true",
-                       help="continue from OUTPUT_DIR/last_checkpoint (model, optimizer, iteration, RNG, data order)")
+                       help="continue from OUTPUT_DIR/last_checkpoint, or the newest readable checkpoint when it names "
+                            "a missing or unreadable file (model, optimizer, iteration, RNG, data order)")
+    train.add_argument("--overwrite", action="store_true",
+                       help="start afresh in an OUTPUT_DIR that holds a run: delete its checkpoints, last_checkpoint, "
+                            "metrics.jsonl and tensorboard/ (without it, od2 train refuses such a folder)")
 
     evaluate = sub.add_parser("eval", help="COCO-evaluate weights on DATASETS.TEST",
                               description="Run inference on DATASETS.TEST[0], print the COCO AP/AR table and "
@@ -190,7 +194,7 @@ def _add_debug_flag(parser: argparse.ArgumentParser, top_level: bool = True) -> 
 
 
 def cmd_train(args: argparse.Namespace) -> int:
-    from od2.engine.run_info import write_run_info
+    from od2.engine.hooks import RunInfoWriter
     from od2.engine.setup import setup_logging
     from od2.engine.trainer import Trainer
     from od2.evaluation.evaluate import build_evaluator
@@ -200,11 +204,10 @@ def cmd_train(args: argparse.Namespace) -> int:
     setup_logging(cfg.OUTPUT_DIR, dist_rank_from_env())
     logger.info("config %s with overrides %s", args.config, args.opts)
     evaluates = cfg.TEST.EVAL_PERIOD > 0 and cfg.DATASETS.TEST
-    trainer = Trainer(cfg, evaluator=build_evaluator(cfg) if evaluates else None)
-    if dist.is_main_process():
-        write_run_info(cfg.OUTPUT_DIR, args.config, args.opts, resume=args.resume)
+    trainer = Trainer(cfg, evaluator=build_evaluator(cfg) if evaluates else None,
+                      hooks=[RunInfoWriter(args.config, args.opts)])
     try:
-        trainer.train(resume=args.resume)
+        trainer.train(resume=args.resume, overwrite=args.overwrite)
     finally:
         dist.cleanup()
     return 0

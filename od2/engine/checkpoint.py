@@ -9,6 +9,8 @@ order is a pure function of (seed, iteration) and needs no state.
 from __future__ import annotations
 
 import logging
+import os
+import re
 from pathlib import Path
 from typing import Any
 
@@ -20,12 +22,36 @@ logger = logging.getLogger(__name__)
 LAST_CHECKPOINT = "last_checkpoint"
 # The entries save_training_checkpoint writes itself; the caller's extra entries need other keys.
 TRAINING_CHECKPOINT_KEYS = ("model", "optimizer", "iteration", "rng")
+# The periodic and final checkpoints --resume may fall back to; model_nonfinite_*.pth is left out on purpose.
+RESUMABLE_NAME = re.compile(r"model_(\d{7}|final)\.pth")
 
 
 def atomic_torch_save(obj: Any, path: str | Path) -> None:
-    """Save so that a crash mid-write never leaves a truncated file at ``path``."""
+    """Save so that a crash mid-write never leaves a truncated file at ``path``.
+
+    Raises:
+        OSError: the write failed (full disk, file-size limit, read-only folder); it names ``path`` and the OS
+            reason, and the file at ``path`` is left as it was.
+    """
     with atomic_write(path) as tmp:
-        torch.save(obj, tmp)
+        try:
+            with open(tmp, "wb") as file:  # a Python file: the OSError of a failed write reaches us
+                torch.save(obj, file)
+        except RuntimeError as error:  # torch's writer reports it as "unexpected pos N vs M"
+            cause = _os_error_behind(error)
+            if cause is None:
+                raise
+            raise cause from error
+
+
+def _os_error_behind(error: BaseException) -> OSError | None:
+    """The OSError among ``error``'s causes and contexts, if any."""
+    seen: BaseException | None = error
+    while seen is not None:
+        if isinstance(seen, OSError):
+            return seen
+        seen = seen.__cause__ or seen.__context__
+    return None
 
 
 def rng_state() -> dict[str, Any]:
@@ -42,14 +68,45 @@ def set_rng_state(state: dict[str, Any]) -> None:
 
 
 def save_training_checkpoint(output_dir: str | Path, name: str, model: torch.nn.Module,
-                             optimizer: torch.optim.Optimizer, iteration: int, **extra: Any) -> Path:
-    """Write ``output_dir/name`` and point ``output_dir/last_checkpoint`` at it. Returns the path."""
+                             optimizer: torch.optim.Optimizer, iteration: int, point: bool = True,
+                             **extra: Any) -> Path:
+    """Write ``output_dir/name`` and, with ``point``, point ``output_dir/last_checkpoint`` at it. Returns the path."""
     path = Path(output_dir) / name
     atomic_torch_save({"model": model.state_dict(), "optimizer": optimizer.state_dict(),
                        "iteration": iteration, "rng": rng_state(), **extra}, path)
-    with atomic_write(Path(output_dir) / LAST_CHECKPOINT) as tmp:
-        tmp.write_text(name)
+    if point:
+        point_last_checkpoint(output_dir, name)
     return path
+
+
+def point_last_checkpoint(output_dir: str | Path, name: str | None) -> None:
+    """Make ``output_dir/last_checkpoint`` name ``name`` (atomically), or remove it when ``name`` is None."""
+    pointer = Path(output_dir) / LAST_CHECKPOINT
+    if name is None:
+        pointer.unlink(missing_ok=True)
+        return
+    with atomic_write(pointer) as tmp:
+        tmp.write_text(name)
+
+
+def set_aside_nonfinite(output_dir: str | Path, iteration: int, nonfinite: Path) -> Path | None:
+    """After step ``iteration``'s loss was not finite, make sure ``--resume`` does not start from its state again.
+
+    ``nonfinite`` holds the state before that step. A periodic checkpoint of the same iteration holds that state
+    too (taken before the step's batch, the exact one to replay): it replaces ``nonfinite``, so that neither
+    ``last_checkpoint`` nor the fallback of :func:`load_resume_checkpoint` finds it. ``last_checkpoint`` then
+    names the newest periodic checkpoint before ``iteration``, or is removed when there is none.
+
+    Returns:
+        The checkpoint ``last_checkpoint`` names now, or None.
+    """
+    output_dir = Path(output_dir)
+    same_state = output_dir / f"model_{iteration:07d}.pth"
+    if same_state.is_file():
+        os.replace(same_state, nonfinite)
+    earlier = [p for p in resumable_checkpoints(output_dir) if p.stem[6:].isdigit() and int(p.stem[6:]) < iteration]
+    point_last_checkpoint(output_dir, earlier[0].name if earlier else None)
+    return earlier[0] if earlier else None
 
 
 def last_checkpoint(output_dir: str | Path) -> Path | None:
@@ -59,6 +116,49 @@ def last_checkpoint(output_dir: str | Path) -> Path | None:
         return None
     path = Path(output_dir) / pointer.read_text().strip()
     return path if path.is_file() else None
+
+
+def resumable_checkpoints(output_dir: str | Path) -> list[Path]:
+    """The folder's periodic checkpoints and ``model_final.pth``, newest first: ``model_final.pth``, then by
+    iteration. The states saved before a non-finite loss are left out (see :class:`NonFiniteLossError`)."""
+    found = [p for p in Path(output_dir).glob("model_*.pth") if RESUMABLE_NAME.fullmatch(p.name)]
+    return sorted(found, key=lambda p: p.name.replace("final", "9" * 8), reverse=True)
+
+
+def load_resume_checkpoint(output_dir: str | Path) -> tuple[Path, dict[str, Any]] | None:
+    """The checkpoint ``--resume`` continues from, loaded: the one ``last_checkpoint`` names, else the newest
+    readable one of :func:`resumable_checkpoints` (a warning says which and why). None when the folder holds
+    neither a pointer nor a checkpoint (a fresh start).
+
+    Raises:
+        RuntimeError: the folder held checkpoints (or a pointer) but none of them is readable; starting from
+            iteration 0 instead would overwrite them.
+    """
+    output_dir = Path(output_dir)
+    pointer = output_dir / LAST_CHECKPOINT
+    named, problems = None, []
+    if pointer.is_file():
+        named = output_dir / pointer.read_text().strip()
+        try:
+            return named, load_checkpoint(named)
+        except (FileNotFoundError, RuntimeError) as exc:
+            problems.append(f"{LAST_CHECKPOINT} names {named.name}, which is missing" if not named.is_file()
+                            else str(exc))
+    for path in resumable_checkpoints(output_dir):
+        if path == named:
+            continue
+        try:
+            state = load_checkpoint(path)
+        except RuntimeError as exc:
+            problems.append(str(exc))
+            continue
+        logger.warning("--resume: %s; resuming from %s, the newest readable checkpoint in %s", "; ".join(problems)
+                       or f"no {LAST_CHECKPOINT} file", path.name, output_dir)
+        return path, state
+    if not problems:
+        return None
+    raise RuntimeError(f"--resume: no readable checkpoint in {output_dir} ({'; '.join(problems)}). Restore a "
+                       "checkpoint there, or start afresh on purpose with --overwrite (it deletes them).")
 
 
 def load_checkpoint(path: str | Path) -> dict[str, Any]:

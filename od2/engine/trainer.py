@@ -5,7 +5,8 @@ runs ``SOLVER.MAX_ITER`` iterations; each one takes a batch, makes one SGD step 
 (:mod:`od2.engine.hooks`). The built-in hooks set the learning rate, update the EMA, feed the Stitcher, show a tqdm
 bar, write ``metrics.jsonl`` and TensorBoard every ``LOG_PERIOD`` iterations, evaluate every ``TEST.EVAL_PERIOD``
 iterations and at the end, and save atomic checkpoints every ``SOLVER.CHECKPOINT_PERIOD`` iterations and
-``model_final.pth`` at the end. ``resume=True`` continues from ``OUTPUT_DIR/last_checkpoint`` as if the run had never
+``model_final.pth`` at the end. ``resume=True`` continues from ``OUTPUT_DIR/last_checkpoint`` (else the newest readable
+checkpoint, :func:`~od2.engine.checkpoint.load_resume_checkpoint`) as if the run had never
 stopped (model, optimizer, iteration, RNG, GradScaler, and every hook's state: EMA weights, data order).
 
 The trainer does not import od2.evaluation: the caller passes the ``evaluator`` (``od2 train`` passes
@@ -36,12 +37,12 @@ from od2.data.setup import load_datasets
 from od2.layers.norms import convert_sync_batchnorm
 from od2.modeling.build import build_model
 from od2.utils import comm as dist
+from od2.utils.atomic_write import remove_stale_temporaries
 
 from .checkpoint import (
     LAST_CHECKPOINT,
     TRAINING_CHECKPOINT_KEYS,
-    last_checkpoint,
-    load_checkpoint,
+    load_resume_checkpoint,
     save_training_checkpoint,
     set_rng_state,
 )
@@ -61,6 +62,7 @@ from .hooks import (
 )
 from .lr_schedule import LRSchedule
 from .optimizer import build_optimizer
+from .run_info import delete_run_files, run_files, write_config_record
 from .setup import load_initial_weights, resolve_device, set_seed
 from .train_feed import TrainFeed
 
@@ -175,17 +177,14 @@ class Trainer:
             self.hooks.append(hook)
 
     def resume_or_start(self, resume: bool) -> None:
-        """With ``resume``, restore everything from the last checkpoint in OUTPUT_DIR (if one exists)."""
-        path = last_checkpoint(self.output_dir) if resume else None
-        if resume and path is None:
-            if (self.output_dir / LAST_CHECKPOINT).is_file():
-                logger.warning("--resume: the checkpoint %s/%s names is missing; starting from iteration 0",
-                               self.output_dir, LAST_CHECKPOINT)
-            else:
-                logger.info("--resume: no checkpoint in %s, starting from iteration 0", self.output_dir)
-        if path is None:
+        """With ``resume``, restore everything from OUTPUT_DIR's last checkpoint (:func:`load_resume_checkpoint`:
+        the newest readable one when ``last_checkpoint`` names a missing or unreadable file)."""
+        found = load_resume_checkpoint(self.output_dir) if resume else None
+        if resume and found is None:
+            logger.info("--resume: no checkpoint in %s, starting from iteration 0", self.output_dir)
+        if found is None:
             return
-        state = load_checkpoint(path)
+        path, state = found
         self.bare_model.load_state_dict(state["model"])
         self.optimizer.load_state_dict(state["optimizer"])
         self.start_iter = int(state["iteration"])
@@ -200,13 +199,44 @@ class Trainer:
         logger.info("resumed from %s: model, optimizer, RNG%s and the hooks' state restored; continuing at "
                     "iteration %d", path, ", GradScaler" if "scaler" in state else "", self.start_iter)
 
-    def train(self, resume: bool = False) -> dict[str, Any] | None:
-        """Run training; returns the last evaluation's summary (None without evaluation, and on ranks > 0)."""
+    def prepare_output_dir(self, resume: bool, overwrite: bool) -> None:
+        """Refuse an OUTPUT_DIR that holds a run unless ``resume`` or ``overwrite`` (see :meth:`train`), delete that
+        run with ``overwrite``, and remove the temporary files of saves killed mid-write (rank 0)."""
+        if resume and overwrite:
+            raise ValueError("train(resume=True, overwrite=True): --resume continues the run in OUTPUT_DIR, "
+                             "--overwrite deletes it; choose one")
+        held = run_files(self.output_dir)
+        checkpoints = [p.name for p in held if p.name.startswith("model_") or p.name == LAST_CHECKPOINT]
+        if checkpoints and not (resume or overwrite):  # checked on every rank: all of them stop
+            raise ConfigError(f"OUTPUT_DIR={self.output_dir} already holds a run ({', '.join(sorted(checkpoints))}"
+                              "); continue it with --resume, start afresh over it with --overwrite (deletes its "
+                              "checkpoints and metrics), or choose another OUTPUT_DIR")
+        if not dist.is_main_process():
+            return
+        for path in remove_stale_temporaries(self.output_dir):
+            logger.warning("removed %s, the temporary file of a save that was killed mid-write", path)
+        if overwrite and held:
+            delete_run_files(held)
+            logger.warning("--overwrite: deleted the previous run's %s in %s", ", ".join(p.name for p in held),
+                           self.output_dir)
+
+    def train(self, resume: bool = False, overwrite: bool = False) -> dict[str, Any] | None:
+        """Run training; returns the last evaluation's summary (None without evaluation, and on ranks > 0).
+
+        Args:
+            resume: continue the run in OUTPUT_DIR (:meth:`resume_or_start`).
+            overwrite: start afresh in an OUTPUT_DIR that holds a run: its checkpoints, ``last_checkpoint``,
+                ``metrics.jsonl`` and ``tensorboard/`` are deleted first.
+
+        Raises:
+            ConfigError: OUTPUT_DIR holds checkpoints and neither ``resume`` nor ``overwrite`` says what to do.
+            ValueError: both ``resume`` and ``overwrite``.
+        """
         cfg = self.cfg
-        if dist.is_main_process():
-            self.output_dir.mkdir(parents=True, exist_ok=True)
-            (self.output_dir / "config.yaml").write_text(cfg.dump())
+        self.prepare_output_dir(resume, overwrite)
         self.resume_or_start(resume)
+        if dist.is_main_process():  # only now: a failed resume leaves the folder's record as it was
+            write_config_record(self.output_dir, cfg.dump())
         self.checkpoint_entries()  # on every rank: a clash of hook keys stops all of them, not rank 0 alone
         logger.info("mixed precision: %s; EMA of weights: %s",
                     f"SOLVER.AMP={cfg.SOLVER.AMP} (autocast {self.amp_dtype}, GradScaler "
@@ -259,13 +289,13 @@ class Trainer:
         self.scaler.update()
         return reduced
 
-    def save_checkpoint(self, name: str, iteration: int) -> Path:
+    def save_checkpoint(self, name: str, iteration: int, point: bool = True) -> Path:
         """Write ``OUTPUT_DIR/name`` (rank 0) with the state before step ``iteration`` and every hook's state, and
-        point ``last_checkpoint`` at it; all ranks wait for it. Returns the path."""
+        with ``point`` make ``last_checkpoint`` name it; all ranks wait for it. Returns the path."""
         path = self.output_dir / name
         if dist.is_main_process():
             path = save_training_checkpoint(self.output_dir, name, self.bare_model, self.optimizer, iteration,
-                                            **self.checkpoint_entries())
+                                            point=point, **self.checkpoint_entries())
         dist.barrier()
         return path
 

@@ -2,6 +2,11 @@
 
 from __future__ import annotations
 
+import errno
+import os
+import resource
+import signal
+
 import pytest
 import torch
 import torch.nn as nn
@@ -89,3 +94,40 @@ def test_not_a_dict(tmp_path):
 def test_missing_file(tmp_path):
     with pytest.raises(FileNotFoundError, match="nothing.pth"):
         load_checkpoint(tmp_path / "nothing.pth")
+
+
+def test_a_failed_save_names_the_file_and_keeps_the_previous_checkpoint_and_pointer(tmp_path, monkeypatch):
+    model = tiny_model()
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    previous = save_training_checkpoint(tmp_path, "model_0000010.pth", model, opt, 10)
+    saved = previous.read_bytes()
+
+    def disk_full(obj, f, *args, **kwargs):
+        if isinstance(f, (str, os.PathLike)):
+            f = open(f, "wb")  # noqa: SIM115 (closed below)
+        with f:
+            f.write(b"half a checkpoint")
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    monkeypatch.setattr(torch, "save", disk_full)
+    with pytest.raises(OSError, match="No space left on device") as raised:
+        save_training_checkpoint(tmp_path, "model_0000020.pth", model, opt, 20)
+    assert str(tmp_path / "model_0000020.pth") in str(raised.value)
+    assert previous.read_bytes() == saved and last_checkpoint(tmp_path) == previous
+    assert sorted(p.name for p in tmp_path.iterdir()) == [LAST_CHECKPOINT, "model_0000010.pth"]
+
+
+def test_a_file_size_limit_is_named_with_the_os_reason(tmp_path):
+    # torch's own writer reports a short write as "unexpected pos N vs M"; the error must say why and where.
+    path = tmp_path / "big.pth"
+    old_handler = signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # the limit makes writes fail instead of killing
+    soft, hard = resource.getrlimit(resource.RLIMIT_FSIZE)
+    resource.setrlimit(resource.RLIMIT_FSIZE, (100_000, hard))
+    try:
+        with pytest.raises(OSError) as raised:
+            atomic_torch_save({"w": torch.zeros(100_000)}, path)
+    finally:
+        resource.setrlimit(resource.RLIMIT_FSIZE, (soft, hard))
+        signal.signal(signal.SIGXFSZ, old_handler)
+    assert raised.value.errno == errno.EFBIG and str(path) in str(raised.value)
+    assert os.listdir(tmp_path) == []

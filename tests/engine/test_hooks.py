@@ -123,6 +123,7 @@ def test_a_non_finite_loss_reaches_on_exception_then_after_train(digits_root, tm
     assert str(path) in str(raised.value)  # the message says where the state is
     saved = load_checkpoint(path)
     assert (saved["iteration"], saved["test_steps"]) == (1, 1)  # the state before the failed step
+    assert not (tmp_path / "last_checkpoint").exists()  # --resume must not start from the weights that gave the loss
 
 
 def test_od2_train_passes_the_coco_evaluator(digits_root, tmp_path, monkeypatch):  # noqa: F811

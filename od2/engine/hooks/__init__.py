@@ -13,14 +13,14 @@ callbacks). :class:`HookBase` documents the interface and the call order.
 7. :class:`PeriodicCheckpointer`: checkpoints, after everything else a step did.
 
 So a hook of the caller sees a step's ``after_step`` before that step's ``after_evaluation``, and both before the
-checkpoint of that step is written.
+checkpoint of that step is written. ``od2 train`` passes :class:`RunInfoWriter` (``run.json``) as a caller hook.
 """
 
 from .base import HookBase, merge_checkpoint_states
 from .checkpointer import PeriodicCheckpointer
 from .evaluation import EvalHook, Evaluator
 from .training import EMAHook, LRScheduler, TrainFeedHook
-from .writers import MetricsWriter, ProgressBar
+from .writers import MetricsWriter, ProgressBar, RunInfoWriter
 
 __all__ = [
     "EMAHook",
@@ -31,6 +31,7 @@ __all__ = [
     "MetricsWriter",
     "PeriodicCheckpointer",
     "ProgressBar",
+    "RunInfoWriter",
     "TrainFeedHook",
     "merge_checkpoint_states",
 ]

@@ -1,5 +1,5 @@
-"""Hooks that report progress: the tqdm bar, and metrics.jsonl + TensorBoard (rank 0 registers them, the others
-don't)."""
+"""Hooks that report progress and record the run: the tqdm bar, metrics.jsonl + TensorBoard, and run.json (rank 0
+registers them, the others don't)."""
 
 from __future__ import annotations
 
@@ -10,10 +10,27 @@ from typing import IO, Any
 
 from tqdm import tqdm
 
+from od2.utils import comm as dist
+
+from ..run_info import METRICS, drop_metrics_after, write_run_info
 from .base import HookBase
 
 # Summary entries the one-line evaluation report prints when the evaluator returns them (COCO's headline numbers).
 HEADLINE_METRICS = ("AP", "AP50")
+
+
+class RunInfoWriter(HookBase):
+    """Writes ``run.json`` (:func:`od2.engine.run_info.write_run_info`: the config file and overrides the run was
+    started from) before the first step, so after a resume has succeeded; a resumed run keeps the record it has.
+    Only rank 0 writes."""
+
+    def __init__(self, config_file: str | Path, overrides: list[str]):
+        self.config_file, self.overrides = config_file, list(overrides)
+
+    def before_train(self) -> None:
+        if dist.is_main_process():
+            write_run_info(self.trainer.output_dir, self.config_file, self.overrides,
+                           resume=self.trainer.start_iter > 0)
 
 
 class ProgressBar(HookBase):
@@ -43,8 +60,8 @@ class MetricsWriter(HookBase):
     loss entries..., "lr", "data_time", "time": seconds since training (re)started, "mosaic_batches" with
     Stitcher}`` and the scalars ``train/<loss entry>``, ``train/lr``. After each evaluation: one record
     ``{"iteration", "eval/<key>": value...}`` with every summary entry, the scalars ``eval/<key>`` of its float
-    entries, and a printed line with its AP and AP50. A resumed run appends, and TensorBoard drops the events
-    after the resumed iteration.
+    entries, and a printed line with its AP and AP50. A resumed run drops the records after the resumed iteration
+    and appends, and TensorBoard drops the events after it.
     """
 
     def __init__(self, output_dir: str | Path, period: int):
@@ -56,7 +73,8 @@ class MetricsWriter(HookBase):
     def before_train(self) -> None:
         from torch.utils.tensorboard import SummaryWriter  # imports tensorboard: only where a run writes
 
-        self.file = (self.output_dir / "metrics.jsonl").open("a")
+        drop_metrics_after(self.output_dir, self.trainer.start_iter)
+        self.file = (self.output_dir / METRICS).open("a")
         self.tensorboard = SummaryWriter(str(self.output_dir / "tensorboard"), purge_step=self.trainer.start_iter)
         self.start_time = time.perf_counter()
 
