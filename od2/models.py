@@ -84,10 +84,14 @@ def load_backbone_weights(model: RetinaNet, path: str | os.PathLike) -> None:
     """Load a local backbone state_dict (torchvision's names, e.g. ``resnet50-11ad3fa6.pth``; prefixes such as
     ``backbone.body.`` or ``module.`` are detected) into the bare bottom-up backbone of ``model``.
 
-    Raises RuntimeError when none of its tensors fits (a file of another architecture).
+    Raises RuntimeError naming the file when it cannot be read (it is loaded with ``weights_only``: a pickle that
+    would run code is refused) or when none of its tensors fits (a file of another architecture).
     """
     body = getattr(model.backbone, "body", model.backbone)
-    state = torch.load(path, map_location="cpu", weights_only=True)
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # a truncated, foreign or unsafe (code-running pickle) file: say which
+        raise RuntimeError(f"pretrained_backbone {os.fspath(path)!r}: cannot read it: {exc}") from exc
     report = load_matching_state_dict(body, state)
     if not report.loaded:
         raise RuntimeError(f"pretrained_backbone {os.fspath(path)!r}: none of its {len(state)} tensors fit the "

@@ -74,8 +74,12 @@ def read_run(folder: str | os.PathLike) -> RunRecord:
         run.summary = {k.removeprefix("eval/"): v for k, v in run.evals[-1].items()}
     last = folder / "last_checkpoint"
     if last.is_file() and (folder / last.read_text().strip()).is_file():
-        checkpoint = torch.load(folder / last.read_text().strip(), map_location="cpu", weights_only=True, mmap=True)
-        run.world_size = checkpoint.get("world_size")
+        path = folder / last.read_text().strip()
+        try:
+            run.world_size = torch.load(path, map_location="cpu", weights_only=True, mmap=True).get("world_size")
+        except Exception as exc:  # a truncated or unsafe checkpoint costs the report one setting, not the run
+            logger.warning("%s: cannot read it (%s); the run's process count is left out", path,
+                           str(exc).splitlines()[0])
     return run
 
 

@@ -511,3 +511,15 @@ def test_every_ranged_key_exists_and_its_default_is_in_range():
         while items and isinstance(items[0], list):
             items = [item for sub in items for item in sub]
         assert all(item in value_range for item in items), (key, value, value_range)
+
+
+def test_yaml_that_would_run_code_is_refused(tmp_path):
+    marker = tmp_path / "PWNED"
+    tag = f'!!python/object/apply:os.system ["touch {marker}"]'
+    config = tmp_path / "evil.yaml"
+    config.write_text(f"SEED: {tag}\n")
+    with pytest.raises(ConfigError, match="evil.yaml"):
+        load_config(config)
+    with pytest.raises(ConfigError):
+        load_config(None, [f"SEED={tag}"])
+    assert not marker.exists()

@@ -392,3 +392,23 @@ def test_loaders_apply_the_pixel_limit(train_records: list[dict]) -> None:
     loader = build_test_loader(records, min_size=24, max_size=64, num_workers=0, max_pixels=40 * 60 - 1)
     skipped = [s["image_id"] for b in loader for s in b["skipped_images"]]
     assert skipped == [r["image_id"] for r in records if r["height"] * r["width"] > 40 * 60 - 1]
+
+
+def test_read_image_odd_modes_match_pil_rgb(tmp_path: Path) -> None:
+    """CMYK JPEGs and palette PNGs decode as PIL's own RGB conversion; 16-bit greyscale keeps its top 8 bits."""
+    rgb = np.random.default_rng(1).integers(0, 256, (7, 9, 3), dtype=np.uint8)
+    Image.fromarray(rgb).convert("CMYK").save(tmp_path / "cmyk.jpg", quality=95)
+    Image.fromarray(rgb).convert("P").save(tmp_path / "palette.png")
+    for name in ("cmyk.jpg", "palette.png"):
+        with Image.open(tmp_path / name) as im:
+            reference = np.asarray(im.convert("RGB"))
+        out = read_image(tmp_path / name)
+        assert out.dtype == np.uint8 and out.shape == (7, 9, 3), name
+        assert np.abs(out.astype(int) - reference).max() <= 3, name  # libjpeg versions may differ by a level
+    deep = (np.arange(63, dtype=np.uint16).reshape(7, 9) * 1000)
+    Image.fromarray(deep).save(tmp_path / "deep.png")
+    with Image.open(tmp_path / "deep.png") as im:
+        assert im.mode == "I;16"
+    out = read_image(tmp_path / "deep.png")
+    assert out.dtype == np.uint8 and out.shape == (7, 9, 3)
+    np.testing.assert_array_equal(out, np.repeat((deep >> 8).astype(np.uint8)[..., None], 3, axis=2))

@@ -131,3 +131,35 @@ def test_a_file_size_limit_is_named_with_the_os_reason(tmp_path):
         signal.signal(signal.SIGXFSZ, old_handler)
     assert raised.value.errno == errno.EFBIG and str(path) in str(raised.value)
     assert os.listdir(tmp_path) == []
+
+
+class _Payload:
+    """A pickle that runs a command when unpickled without weights_only."""
+
+    def __init__(self, marker):
+        self.marker = marker
+
+    def __reduce__(self):
+        return (os.system, (f"touch {self.marker}",))
+
+
+def test_a_malicious_pickle_is_refused_on_every_weights_path(tmp_path):
+    from od2.models import load_backbone_weights, retinanet
+    from od2.tools.report import read_run
+
+    marker = tmp_path / "PWNED"
+    evil = tmp_path / "evil.pth"
+    torch.save({"model": {"w": _Payload(marker)}, "iteration": 1}, evil)
+    with pytest.raises(RuntimeError, match="evil.pth"):  # --resume, od2 eval/predict/export --weights
+        load_checkpoint(evil)
+    with pytest.raises(RuntimeError, match="evil.pth"):
+        load_model_weights(tiny_model(), evil)
+    with pytest.raises(RuntimeError, match="evil.pth"):  # od2.models' pretrained_backbone=PATH
+        load_backbone_weights(retinanet("resnet18", num_classes=2), evil)
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "config.yaml").write_text("SEED: 1\n")
+    (run / "model_final.pth").write_bytes(evil.read_bytes())
+    (run / "last_checkpoint").write_text("model_final.pth")
+    assert read_run(run).world_size is None  # od2 report reads the run's last checkpoint: refused, warned
+    assert not marker.exists()
