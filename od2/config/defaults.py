@@ -165,7 +165,7 @@ VALUE_RANGES: dict[str, ValueRange] = {
     "INPUT.RANDOM_FLIP": PROBABILITY,
     "INPUT.SIZE_DIVISIBILITY": at_least(0),
     "INPUT.STITCH": PROBABILITY,
-    "INPUT.STITCHER.THRESHOLD": PROBABILITY,
+    "INPUT.STITCHER.THRESHOLD": at_least(0),  # a share of the loss; above 1 no batch is ever a mosaic
     "INPUT.STITCHER.SMALL_AREA": at_least(0),
     "DATALOADER.NUM_WORKERS": at_least(0),
     "SOLVER.IMS_PER_BATCH": at_least(1),

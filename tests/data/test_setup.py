@@ -6,6 +6,7 @@ import json
 from pathlib import Path
 
 import pytest
+from PIL import Image
 
 from od2.config import load_config
 from od2.data import catalog
@@ -21,6 +22,8 @@ def isolated_catalog(monkeypatch):
 def register_coco(tmp_path: Path, name: str, num_images: int, categories=("a", "b")) -> None:
     images = [{"id": i, "file_name": f"{i}.jpg", "height": 20, "width": 30} for i in range(1, num_images + 1)]
     annotations = [{"id": i, "image_id": i, "category_id": 1, "bbox": [1, 1, 5, 5]} for i in range(1, num_images + 1)]
+    for image in images:
+        Image.new("RGB", (30, 20)).save(tmp_path / image["file_name"])
     path = tmp_path / f"{name}.json"
     path.write_text(json.dumps({"images": images, "annotations": annotations,
                                 "categories": [{"id": k, "name": n} for k, n in enumerate(categories, 1)]}),

@@ -61,11 +61,14 @@ def test_training_refuses_a_test_set_with_other_class_names_before_it_starts(tmp
     (or with another name) would be scored against the wrong classes."""
     import json
 
+    from PIL import Image
+
     from od2.data import catalog
     from od2.evaluation.evaluate import build_evaluator
 
     monkeypatch.setattr(catalog, "_registered", {})
     monkeypatch.setattr(catalog, "_cache", {})
+    Image.new("RGB", (9, 9)).save(tmp_path / "1.jpg")
     for name, classes in (("cls_train", ["cat", "dog"]), ("cls_same", ["cat", "dog"]), ("cls_swapped", ["dog", "cat"])):
         path = tmp_path / f"{name}.json"
         path.write_text(json.dumps({"images": [{"id": 1, "file_name": "1.jpg", "height": 9, "width": 9}],
