@@ -10,6 +10,7 @@ from pathlib import Path
 import torch
 
 from od2.config import CfgNode, ConfigError
+from od2.data.records import DatasetInfo
 from od2.data.setup import build_test_loader_from_cfg, load_datasets, require_same_classes
 from od2.modeling.build import convert_for_inference
 from od2.utils import comm as dist
@@ -21,7 +22,7 @@ logger = logging.getLogger(__name__)
 
 
 def evaluate_model(cfg: CfgNode, model: torch.nn.Module, device: torch.device, dataset_name: str,
-                   out_dir: str | Path, quiet: bool = False) -> dict | None:
+                   out_dir: str | Path, quiet: bool = False, info: DatasetInfo | None = None) -> dict | None:
     """COCO evaluation of ``model`` on ``dataset_name``, after converting ``model`` in place for inference as the
     config asks (:func:`od2.modeling.build.convert_for_inference`; exact for training, which may go on after it).
 
@@ -31,9 +32,11 @@ def evaluate_model(cfg: CfgNode, model: torch.nn.Module, device: torch.device, d
 
     Writes ``out_dir/coco_summary.json`` (AP..ARl fractions, s_per_img, num_images, skipped_images) and
     ``out_dir/detections.json`` (COCO results) on rank 0, prints the 12-line table unless ``quiet``, and
-    returns the summary dict on rank 0 (None on the other ranks).
+    returns the summary dict on rank 0 (None on the other ranks). ``info``: ``dataset_name`` already loaded
+    (checked images included), so that periodic evaluations do not load and check it again.
     """
-    info = load_datasets([dataset_name], cfg, key="DATASETS.TEST")
+    if info is None:
+        info = load_datasets([dataset_name], cfg, key="DATASETS.TEST")
     num_classes = getattr(model, "num_classes", len(info.category_ids))
     if num_classes != len(info.category_ids):
         raise ValueError(f"the model predicts {num_classes} classes but {dataset_name} has "
@@ -91,6 +94,7 @@ def build_evaluator(cfg: CfgNode) -> Callable[[torch.nn.Module], dict | None]:
         require_same_classes(load_datasets(cfg.DATASETS.TRAIN, cfg), test_data)
 
     def evaluate(model: torch.nn.Module) -> dict | None:
-        return evaluate_model(cfg, model, next(model.parameters()).device, dataset_name, out_dir, quiet=True)
+        return evaluate_model(cfg, model, next(model.parameters()).device, dataset_name, out_dir, quiet=True,
+                              info=test_data)
 
     return evaluate
