@@ -8,6 +8,9 @@ process kills itself so the moment is exact on any machine (a test polling from 
 - ``save:NAME``     while writing checkpoint NAME: half of its bytes are in the temporary file, none renamed
 - ``pointer:NAME``  checkpoint NAME is in place, ``last_checkpoint`` still names the one before
 - ``metrics:N``     halfway through writing the metrics.jsonl record of iteration N (a torn last line)
+
+A suffix ``@R`` (``step:2@1``) kills only the process of rank R of a torchrun launch; the others run on. With
+``KILLED_AT_FILE`` in the environment, the process writes the time of its kill (``time.time()``) there first.
 """
 
 from __future__ import annotations
@@ -17,6 +20,7 @@ import json
 import os
 import signal
 import sys
+import time
 from pathlib import Path
 
 import torch
@@ -29,6 +33,8 @@ from od2.engine.trainer import Trainer
 
 
 def die() -> None:
+    if "KILLED_AT_FILE" in os.environ:
+        Path(os.environ["KILLED_AT_FILE"]).write_text(repr(time.time()))
     os.kill(os.getpid(), signal.SIGKILL)
 
 
@@ -93,6 +99,8 @@ if __name__ == "__main__":
     root = Path(sys.argv[1]) / "digits"
     for split in ("train", "val"):
         register_coco_instances(f"e2e_digits_{split}", root / "annotations" / f"{split}.json", root / split)
-    kind, _, argument = sys.argv[2].partition(":")
-    MOMENTS[kind](argument)
+    moment, _, rank = sys.argv[2].partition("@")
+    if not rank or rank == os.environ.get("RANK"):
+        kind, _, argument = moment.partition(":")
+        MOMENTS[kind](argument)
     sys.exit(main(sys.argv[3:]))
