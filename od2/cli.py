@@ -266,7 +266,8 @@ def cmd_predict(args: argparse.Namespace) -> int:
         model, inputs, args.out or Path(cfg.OUTPUT_DIR) / "predict", class_names,
         min_size=cfg.INPUT.MIN_SIZE_TEST, max_size=cfg.INPUT.MAX_SIZE_TEST,
         size_divisibility=cfg.INPUT.SIZE_DIVISIBILITY, score_thresh=args.score_thresh, device=device,
-        batch_size=args.batch_size, num_workers=cfg.DATALOADER.NUM_WORKERS, draw=not args.no_draw)
+        batch_size=args.batch_size, num_workers=cfg.DATALOADER.NUM_WORKERS, draw=not args.no_draw,
+        max_pixels=cfg.INPUT.MAX_IMAGE_PIXELS)
     print(f"{summary.num_images} images, {summary.num_detections} detections (score >= {args.score_thresh}) -> "
           f"{summary.detections_json}" + (f", {len(summary.drawings)} PNGs" if summary.drawings else ""))
     for line in summary.skipped:
