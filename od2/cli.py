@@ -215,9 +215,9 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 def cmd_eval(args: argparse.Namespace) -> int:
     from od2.data.setup import load_datasets
-    from od2.engine.checkpoint import load_model_weights
+    from od2.engine.checkpoint import load_checkpoint, load_model_weights
     from od2.engine.setup import resolve_device, setup_logging
-    from od2.evaluation.evaluate import evaluate_model
+    from od2.evaluation.evaluate import evaluate_model, require_checkpoint_classes
     from od2.modeling.build import build_model
     from od2.utils import comm as dist
 
@@ -229,6 +229,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
     if dataset is None:
         raise ConfigError(f"{args.config}: DATASETS.TEST is empty; name the dataset to evaluate on")
     info = load_datasets([dataset], cfg, key="DATASETS.TEST")
+    require_checkpoint_classes(load_checkpoint(weights), weights, info)
     model = build_model(cfg, len(info.class_names)).to(device)
     load_model_weights(model, weights, require_all=True, prefer_ema=not args.raw_weights)
     out_dir = Path(cfg.OUTPUT_DIR) / "eval"
@@ -266,7 +267,8 @@ def cmd_predict(args: argparse.Namespace) -> int:
         model, inputs, args.out or Path(cfg.OUTPUT_DIR) / "predict", class_names,
         min_size=cfg.INPUT.MIN_SIZE_TEST, max_size=cfg.INPUT.MAX_SIZE_TEST,
         size_divisibility=cfg.INPUT.SIZE_DIVISIBILITY, score_thresh=args.score_thresh, device=device,
-        batch_size=args.batch_size, num_workers=cfg.DATALOADER.NUM_WORKERS, draw=not args.no_draw)
+        batch_size=args.batch_size, num_workers=cfg.DATALOADER.NUM_WORKERS, draw=not args.no_draw,
+        max_pixels=cfg.INPUT.MAX_IMAGE_PIXELS)
     print(f"{summary.num_images} images, {summary.num_detections} detections (score >= {args.score_thresh}) -> "
           f"{summary.detections_json}" + (f", {len(summary.drawings)} PNGs" if summary.drawings else ""))
     for line in summary.skipped:

@@ -70,6 +70,9 @@ logger = logging.getLogger(__name__)
 
 __all__ = ["NonFiniteLossError", "Trainer", "amp_dtype"]
 
+# The per-step entry that carries a batch's count of replaced images through the losses' all-reduce.
+SKIPPED_KEY = "data/skipped_images"
+
 AMP_DTYPES = {"": None, "bf16": torch.bfloat16, "fp16": torch.float16}
 
 
@@ -140,6 +143,7 @@ class Trainer:
         self.max_iter = cfg.SOLVER.MAX_ITER
         self.iteration = 0  # the step running now (on_exception reports it)
         self.data_time = 0.0
+        self.skipped_images = 0  # training images that failed to decode and were replaced, all ranks, whole run
         self.last_evaluation: dict[str, Any] | None = None
         self.hooks: list[HookBase] = []
         self.register_hooks(self.default_hooks(evaluator, hooks))
@@ -188,6 +192,7 @@ class Trainer:
         self.bare_model.load_state_dict(state["model"])
         self.optimizer.load_state_dict(state["optimizer"])
         self.start_iter = int(state["iteration"])
+        self.skipped_images = int(state.get("skipped_images", 0))
         if "rng" in state and dist.get_world_size() == state.get("world_size", 1):
             set_rng_state(state["rng"])
         if self.scaler.is_enabled() and "scaler" in state:
@@ -258,7 +263,16 @@ class Trainer:
             raise
         finally:
             self.call_hooks("after_train")
+            self.report_skipped_images()
         return self.last_evaluation
+
+    def report_skipped_images(self) -> None:
+        """One line at the end of training with the run's total of training images replaced (rank 0)."""
+        if self.skipped_images and dist.is_main_process():
+            logger.warning("%d training image%s failed to decode during this run and %s replaced by a seeded stand-in "
+                           "(counted per draw over all ranks, resumes included; metrics.jsonl's "
+                           "data/skipped_images; the log names each file and its reason)", self.skipped_images,
+                           "s" if self.skipped_images > 1 else "", "were" if self.skipped_images > 1 else "was")
 
     def call_hooks(self, method: str, *args: Any) -> None:
         for hook in self.hooks:
@@ -266,7 +280,8 @@ class Trainer:
 
     def step(self, iteration: int, batch: dict) -> dict[str, float]:
         """One SGD update at the learning rate the optimizer holds; returns the losses averaged over ranks (as
-        floats). A non-finite loss raises :class:`NonFiniteLossError` before anything changed."""
+        floats). A non-finite loss raises :class:`NonFiniteLossError` before anything changed. Adds the batch's
+        ``skipped_images`` of all ranks to :attr:`skipped_images` (in the same collective as the losses)."""
         images = batch["images"].to(self.device, non_blocking=True)
         targets = {"boxes": [b.to(self.device) for b in batch["boxes"]],
                    "labels": [lab.to(self.device) for lab in batch["labels"]]}
@@ -274,7 +289,9 @@ class Trainer:
             loss_dict = self.model(images, batch["image_sizes"], targets)
         loss_dict = {k: v.float() for k, v in loss_dict.items()}  # fp32 whatever the autocast dtype
         total = sum(v for k, v in loss_dict.items() if k.startswith("loss_"))  # other entries are statistics
-        reduced = dist.reduce_mean({**loss_dict, "total_loss": total})
+        skipped = torch.tensor(float(len(batch.get("skipped_images", ()))))
+        reduced = dist.reduce_mean({**loss_dict, "total_loss": total, SKIPPED_KEY: skipped})
+        skipped_by_all_ranks = round(reduced.pop(SKIPPED_KEY) * dist.get_world_size())
         if not math.isfinite(reduced["total_loss"]):
             raise NonFiniteLossError(
                 f"loss is not finite at iteration {iteration} ({reduced}); stopped training. Try a lower "
@@ -287,6 +304,7 @@ class Trainer:
             torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.cfg.SOLVER.CLIP_NORM)
         self.scaler.step(self.optimizer)  # skipped when fp16 gradients hold inf/NaN
         self.scaler.update()
+        self.skipped_images += skipped_by_all_ranks
         return reduced
 
     def save_checkpoint(self, name: str, iteration: int, point: bool = True) -> Path:
@@ -303,6 +321,7 @@ class Trainer:
         """The checkpoint entries besides model, optimizer, iteration and RNG: the trainer's own and every hook's
         ``state_dict()``; a ValueError when two of them write the same key."""
         core = {"world_size": dist.get_world_size(), "class_names": list(self.class_names),
+                "skipped_images": self.skipped_images,
                 **({"scaler": self.scaler.state_dict()} if self.scaler.is_enabled() else {})}
         return merge_checkpoint_states(core, self.hooks, reserved=TRAINING_CHECKPOINT_KEYS)
 

@@ -6,6 +6,7 @@ import json
 import logging
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import torch
 
@@ -65,6 +66,20 @@ def evaluate_model(cfg: CfgNode, model: torch.nn.Module, device: torch.device, d
         print(f"model time: {result.seconds_per_image:.4f} s/img on {device} | evaluator time: "
               f"{summary.eval_seconds:.2f} s")
     return {**summary.as_dict(), **extra}
+
+
+def require_checkpoint_classes(checkpoint: dict[str, Any], weights: str | Path, info: DatasetInfo) -> None:
+    """A ConfigError naming both lists unless the checkpoint's ``class_names`` (od2 training checkpoints hold them;
+    a bare state_dict does not, and passes) equal the test set's, in order: label k is a position in the list, so
+    a model trained with another class order would be scored as predicting other classes."""
+    trained = checkpoint.get("class_names")
+    if trained is None or list(trained) == list(info.class_names):
+        return
+    how = "the same classes in another order" if sorted(trained) == sorted(info.class_names) else "other classes"
+    raise ConfigError(f"{weights} was trained on classes {list(trained)} but the test set {info.name!r} "
+                      f"(DATASETS.TEST) has {list(info.class_names)}: {how}, so its scores would be garbage. "
+                      "Evaluate on a dataset with the training classes in the training order (for VOC, "
+                      "class_names.txt at the dataset root fixes the order)")
 
 
 def _without_images(coco_gt: dict, image_ids: set[int]) -> dict:

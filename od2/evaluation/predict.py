@@ -2,7 +2,8 @@
 
 Images are decoded and resized in DataLoader workers (the test resize: INPUT.MIN_SIZE_TEST / MAX_SIZE_TEST),
 batched and padded as in evaluation, and the detections are mapped back to original-image pixels. A file that
-cannot be decoded is skipped, counted and named in the log; it never stops the run.
+cannot be decoded, or whose header claims more pixels than INPUT.MAX_IMAGE_PIXELS, is skipped, counted and named
+with its reason in the log; it never stops the run.
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ from PIL import Image
 from torch.utils.data import DataLoader, Dataset
 from tqdm import tqdm
 
-from od2.data.image_io import ImageReadError, read_image
+from od2.data.image_io import DEFAULT_MAX_IMAGE_PIXELS, ImageReadError, read_image
 from od2.data.loader import collate_batch
 from od2.data.transforms import image_as_tensor, resize_image, resized_hw
 from od2.utils.visualize import draw_detections
@@ -100,21 +101,24 @@ def output_names(images: Sequence[tuple[Path, Path]]) -> list[str]:
 
 
 class ImageFiles(Dataset):
-    """Image files decoded and resized for the test size; an undecodable file gives ``{"error": reason}``.
+    """Image files decoded and resized for the test size; an undecodable file, or one whose header claims more than
+    ``max_pixels`` pixels (None or <= 0: no limit), gives ``{"error": reason}``.
 
     Items: ``image`` uint8 [3, h, w], ``image_size`` (h, w), ``orig_size`` (H, W), ``image_id`` (index + 1),
     ``original`` uint8 [H, W, 3] (for drawing), and empty ``boxes`` / ``labels`` so ``collate_batch`` applies.
     """
 
-    def __init__(self, files: Sequence[Path], min_size: int, max_size: int, keep_original: bool) -> None:
+    def __init__(self, files: Sequence[Path], min_size: int, max_size: int, keep_original: bool,
+                 max_pixels: int | None = DEFAULT_MAX_IMAGE_PIXELS) -> None:
         self.files, self.min_size, self.max_size, self.keep_original = list(files), min_size, max_size, keep_original
+        self.max_pixels = max_pixels
 
     def __len__(self) -> int:
         return len(self.files)
 
     def __getitem__(self, index: int) -> dict[str, Any]:
         try:
-            original = read_image(self.files[index])
+            original = read_image(self.files[index], max_pixels=self.max_pixels)
         except (ImageReadError, OSError) as exc:
             return {"index": index, "error": str(exc)}
         height, width = original.shape[:2]
@@ -167,6 +171,7 @@ def predict_images(
     num_workers: int = 0,
     draw: bool = True,
     progress: bool = True,
+    max_pixels: int | None = DEFAULT_MAX_IMAGE_PIXELS,
 ) -> PredictSummary:
     """Detect objects in ``inputs`` (files or folders) with ``model`` and write the results to ``out_dir``.
 
@@ -174,7 +179,9 @@ def predict_images(
     original-image pixels, ``score``; detections with score >= ``score_thresh``), ``images.json`` (``images``:
     id, file_name, height, width; ``categories``: id, name) and, with ``draw``, one PNG per image with the boxes,
     class names and scores drawn, named as :func:`output_names` says. Images inside ``out_dir`` are not read
-    (an output folder within an input folder), and ``out_dir`` may not be an input folder.
+    (an output folder within an input folder), and ``out_dir`` may not be an input folder. A file that cannot be
+    decoded or whose header claims more than ``max_pixels`` pixels (INPUT.MAX_IMAGE_PIXELS; None or <= 0: no
+    limit) is skipped and listed with its reason in the summary's ``skipped``.
     """
     if not 0.0 <= score_thresh <= 1.0:
         raise ValueError(f"score_thresh must be in [0, 1], got {score_thresh}")
@@ -182,7 +189,7 @@ def predict_images(
     names = output_names(images)
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    dataset = ImageFiles([file for file, _ in images], min_size, max_size, keep_original=draw)
+    dataset = ImageFiles([file for file, _ in images], min_size, max_size, keep_original=draw, max_pixels=max_pixels)
     loader = DataLoader(dataset, batch_size=batch_size, shuffle=False, num_workers=num_workers,
                         collate_fn=functools.partial(_collate, size_divisibility=size_divisibility))
     category_ids = list(range(1, len(class_names) + 1))

@@ -169,7 +169,7 @@ def test_coco_unknown_category_names_file_annotation_and_id(tmp_path):
     )
     with pytest.raises(ValueError) as e:
         load_coco_json(f, tmp_path)
-    assert str(f) in str(e.value) and "annotation id 77" in str(e.value) and "category_id 13" in str(e.value)
+    assert str(f) in str(e.value) and "annotations[0] (id 77)" in str(e.value) and "category_id 13" in str(e.value)
 
 
 def test_coco_malformed_json_names_file(tmp_path):
@@ -204,11 +204,11 @@ def test_coco_missing_key_names_file_and_key(tmp_path, images, annotations, key)
 def test_coco_nan_box_and_unknown_image_are_errors(tmp_path):
     nan_box = {"id": 9, "image_id": 1, "category_id": 1, "bbox": [0, float("nan"), 2, 2]}
     f = write_coco(tmp_path / "nan.json", [IMAGE], [nan_box], CATEGORIES)
-    with pytest.raises(ValueError, match=r"nan\.json: box 9 has a non-finite"):
+    with pytest.raises(ValueError, match=r"nan\.json: box annotations\[0\] \(id 9\) has a non-finite"):
         load_coco_json(f, tmp_path)
     orphan = {"id": 9, "image_id": 4, "category_id": 1, "bbox": [0, 0, 2, 2]}
     f = write_coco(tmp_path / "img.json", [IMAGE], [orphan], CATEGORIES)
-    with pytest.raises(ValueError, match=r"img\.json: annotation id 9 refers to unknown image_id 4"):
+    with pytest.raises(ValueError, match=r"img\.json: annotations\[0\] \(id 9\) refers to unknown image_id 4"):
         load_coco_json(f, tmp_path)
 
 
@@ -217,6 +217,30 @@ def test_coco_image_info_file_without_annotations(tmp_path):
     f.write_text(json.dumps({"images": [IMAGE], "categories": CATEGORIES}))
     info = load_coco_json(f, tmp_path)
     assert len(info.records) == 1 and info.coco_gt["annotations"] == []
+
+
+def test_coco_malformed_json_names_the_line_and_column(tmp_path):
+    f = tmp_path / "broken.json"
+    f.write_text('{\n  "images": [],\n  "categories": [}\n')  # a brace where a value belongs, line 3 column 18
+    with pytest.raises(ValueError, match=f"{f}: not valid JSON .*line 3 column 18"):
+        load_coco_json(f, tmp_path)
+
+
+@pytest.mark.parametrize(("images", "annotations", "categories", "where"), [
+    ([IMAGE, IMAGE], [], CATEGORIES, r"images\[1\]: image id 1 appears twice \(first at images\[0\]\)"),
+    ([IMAGE], [], [*CATEGORIES, {"id": 1, "name": "y"}], r"categories\[1\]: category id 1 appears twice"),
+    ([IMAGE], [{"id": 4, "image_id": 1, "category_id": 1, "bbox": [0, 0, 2, 2]},
+               {"id": 5, "image_id": 1, "category_id": 1, "bbox": [0, "a", 2, 2]}], CATEGORIES,
+     r"annotations\[1\] \(id 5\) has bbox \[0, 'a', 2, 2\] with a non-numeric coordinate"),
+    ([IMAGE], [{"id": 4, "image_id": 1, "category_id": 1, "bbox": [0, 0, 2]}], CATEGORIES,
+     r"annotations\[0\] \(id 4\) has bbox \[0, 0, 2\], expected \[x, y, w, h\]"),
+    ([IMAGE], [{"id": 4, "image_id": 1, "category_id": 1}], CATEGORIES,
+     r"missing required key 'bbox' in annotations\[0\] \(id 4\)"),
+])
+def test_coco_errors_name_the_file_and_the_json_index(tmp_path, images, annotations, categories, where):
+    f = write_coco(tmp_path / "bad.json", images, annotations, categories)
+    with pytest.raises(ValueError, match=rf"bad\.json: {where}"):
+        load_coco_json(f, tmp_path)
 
 
 # ----------------------------------------------------------------------------- VOC
@@ -273,12 +297,31 @@ def test_voc_malformed_xml_names_file(tiny_voc):
         load_voc(tiny_voc, "train", class_names=["cat", "dog"])
 
 
+def test_voc_malformed_xml_names_the_line_and_column(tiny_voc):
+    bad = tiny_voc / "Annotations" / "b.xml"
+    bad.write_text("<annotation>\n  <object>\n    <name>dog</nam>\n  </object>\n</annotation>\n")
+    with pytest.raises(ValueError, match=f"{bad}: malformed XML .*line 3, column 15"):
+        load_voc(tiny_voc, "train", class_names=["cat", "dog"])
+
+
+@pytest.mark.parametrize(("objects", "size", "message"), [
+    ([("dog", 1, 1, 5, 5), ("dog", 1, "x", 5, 5)], 100, r"/annotation/object\[2\]/bndbox/ymin is 'x', not a number"),
+    ([("dog", 1, 1, "nan", 5)], 100, r"/annotation/object\[1\]/bndbox/xmax is 'nan', not a finite number"),
+    ([("dog", 1, 1, 5, 5, "hard")], 100, r"/annotation/object\[1\]/difficult is 'hard', not a number"),
+    ([("dog", 1, 1, 5, 5)], "wide", r"/annotation/size/width is 'wide', not a number"),
+])
+def test_voc_errors_name_the_file_and_the_element_path(tmp_path, objects, size, message):
+    root = write_voc(tmp_path / "v", {"a": voc_xml(objects, width=size)}, {"all": ["a"]})
+    with pytest.raises(ValueError, match=rf"a\.xml: {message}"):
+        load_voc(root, "all", class_names=["dog"])
+
+
 def test_voc_missing_split_and_missing_bndbox(tiny_voc):
     with pytest.raises(FileNotFoundError, match="test.txt"):
         load_voc(tiny_voc, "test")
     no_box = "<annotation><object><name>dog</name></object></annotation>"
     (tiny_voc / "Annotations" / "c.xml").write_text(no_box)
-    with pytest.raises(ValueError, match=r"c\.xml: object #0 \('dog'\) has no <bndbox>"):
+    with pytest.raises(ValueError, match=r"c\.xml: /annotation/object\[1\] \('dog'\) has no <bndbox>"):
         load_voc(tiny_voc, "val", class_names=["dog"])
 
 
@@ -312,7 +355,7 @@ def test_voc_class_names_file_fixes_the_list_for_every_split(tiny_voc):
     assert load_voc(tiny_voc, "train").class_names == load_voc(tiny_voc, "val").class_names == ["zebra", "dog", "cat"]
     assert load_voc(tiny_voc, "train").records[0]["labels"].tolist() == [1, 2]
     (tiny_voc / "class_names.txt").write_text("dog\ncat\n")
-    with pytest.raises(ValueError, match=r"c\.xml: class name 'zebra' is not in class_names"):
+    with pytest.raises(ValueError, match=r"c\.xml: /annotation/object\[1\]: class name 'zebra' is not in class_names"):
         load_voc(tiny_voc, "val")
     (tiny_voc / "class_names.txt").write_text("dog\ncat\ndog\n")
     with pytest.raises(ValueError, match=r"class_names\.txt: 'dog' is listed twice"):

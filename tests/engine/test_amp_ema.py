@@ -147,6 +147,7 @@ def test_eval_cli_uses_ema_weights_unless_raw_weights(digits_root, monkeypatch, 
 
     monkeypatch.setattr("od2.engine.checkpoint.load_model_weights", record_and_stop)
     demo = Path(__file__).resolve().parents[2] / "configs/digits/retinanet_lite0.yaml"
+    torch.save({"model": {}}, tmp_path / "w.pth")  # od2 eval reads it first for its class names (none here)
     config = ["--config", str(demo), "--weights", str(tmp_path / "w.pth"),
               "DATASETS.TEST=[e2e_digits_val]", "MODEL.BACKBONE.PRETRAINED=false"]
     for extra in ([], ["--raw-weights"]):

@@ -148,3 +148,28 @@ def test_predict_twice_into_a_folder_inside_its_input_reads_the_same_images(digi
         runs.append(json.loads(summary.images_json.read_text())["images"])
     assert len(runs[0]) == 2 and runs[1] == runs[0]
     assert len(list((inputs / "predictions").rglob("*.png"))) == 2  # no drawings of drawings
+
+
+def test_predict_cli_skips_an_image_over_the_pixel_limit_and_predicts_the_others(digits_val, confident_model,
+                                                                                 tmp_path, capsys):
+    weights = tmp_path / "model.pth"
+    torch.save({"model": confident_model.state_dict(), "class_names": digits_val.class_names}, weights)
+    inputs = tmp_path / "inputs"
+    inputs.mkdir()
+    for record in digits_val.records[:2]:
+        (inputs / Path(record["file_name"]).name).write_bytes(Path(record["file_name"]).read_bytes())
+    limit = max(Image.open(r["file_name"]).size[0] * Image.open(r["file_name"]).size[1]
+                for r in digits_val.records[:2])
+    touch_image(inputs / "large.png", size=(limit, 2))  # twice the limit's pixels, a valid image
+    out = tmp_path / "out"
+    code = main(["predict", "--config", str(CONFIG), "--weights", str(weights), str(inputs), "--out", str(out),
+                 "MODEL.DEVICE=cpu", f"INPUT.MAX_IMAGE_PIXELS={limit}", "--no-draw"])
+    printed = capsys.readouterr().out
+    assert code == 0
+    assert "2 images" in printed
+    skipped = [line for line in printed.splitlines() if line.startswith("skipped")]
+    assert len(skipped) == 1 and "large.png" in skipped[0]
+    assert f"{limit}x2 = {2 * limit} pixels" in skipped[0] and "INPUT.MAX_IMAGE_PIXELS" in skipped[0]
+    predicted = json.loads((out / "images.json").read_text())["images"]
+    assert sorted(Path(i["file_name"]).name for i in predicted) == sorted(
+        Path(r["file_name"]).name for r in digits_val.records[:2])

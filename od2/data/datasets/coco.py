@@ -124,7 +124,7 @@ def _parse_categories(categories: list[dict], json_file: Path) -> tuple[list[int
         where = f"categories[{i}]"
         cid = _require(cat, "id", json_file, where)
         if cid in names:
-            raise ValueError(f"{json_file}: category id {cid} appears twice")
+            raise ValueError(f"{json_file}: {where}: category id {cid} appears twice")
         names[cid] = str(_require(cat, "name", json_file, where))
     ids = sorted(names)
     return ids, [names[c] for c in ids]
@@ -139,7 +139,8 @@ def _index_images(images: list[dict], json_file: Path) -> dict[int, int]:
         for key in ("file_name", "height", "width"):
             _require(img, key, json_file, f"{where} (id {image_id})")
         if image_id in index:
-            raise ValueError(f"{json_file}: image id {image_id} appears twice")
+            raise ValueError(f"{json_file}: {where}: image id {image_id} appears twice (first at "
+                             f"images[{index[image_id]}])")
         index[image_id] = i
     return index
 
@@ -154,7 +155,7 @@ def _parse_annotations(
     """Validate annotations, fill in ``area``/``iscrowd`` and collect per-annotation arrays.
 
     Returns:
-        ann_ids: [A] annotation ids (for error messages).
+        ann_ids: [A] where each annotation is, ``annotations[i] (id N)`` (for error messages).
         img_idx: int64 [A] position of each annotation's image in ``images``.
         labels: int64 [A] contiguous labels.
         iscrowd: bool [A].
@@ -174,11 +175,11 @@ def _parse_annotations(
         bbox = _require(ann, "bbox", json_file, where)
         if category_id not in label_of:
             raise ValueError(
-                f"{json_file}: annotation id {ann_id} has category_id {category_id!r}, which is not "
+                f"{json_file}: {where} has category_id {category_id!r}, which is not "
                 f"in 'categories' (known ids: {sorted(label_of)})"
             )
         if image_id not in image_index:
-            raise ValueError(f"{json_file}: annotation id {ann_id} refers to unknown image_id {image_id!r}")
+            raise ValueError(f"{json_file}: {where} refers to unknown image_id {image_id!r}")
         if not isinstance(bbox, list) or len(bbox) != 4:
             raise ValueError(f"{json_file}: {where} has bbox {bbox!r}, expected [x, y, w, h]")
         ann.setdefault("iscrowd", 0)
@@ -186,7 +187,7 @@ def _parse_annotations(
             ann["area"] = float(bbox[2]) * float(bbox[3])
         if not keep_segmentation:
             ann.pop("segmentation", None)
-        ann_ids[i] = ann_id
+        ann_ids[i] = where
         img_idx[i] = image_index[image_id]
         labels[i] = label_of[category_id]
         iscrowd[i] = bool(ann["iscrowd"])
@@ -194,8 +195,17 @@ def _parse_annotations(
     try:
         xywh = np.array(bboxes, dtype=np.float64).reshape(-1, 4)
     except (TypeError, ValueError) as e:
-        raise ValueError(f"{json_file}: a bbox has a non-numeric coordinate ({e})") from e
+        bad = next(i for i, bbox in enumerate(bboxes) if not _numeric(bbox))
+        raise ValueError(f"{json_file}: {ann_ids[bad]} has bbox {bboxes[bad]!r} with a non-numeric coordinate") from e
     return ann_ids, img_idx, labels, iscrowd, xywh
+
+
+def _numeric(bbox: list[Any]) -> bool:
+    try:
+        np.array(bbox, dtype=np.float64)
+    except (TypeError, ValueError):
+        return False
+    return True
 
 
 def _group_by_image(

@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import difflib
 import logging
+import math
 import os
 import xml.etree.ElementTree as ET
 from collections import Counter
@@ -197,20 +198,21 @@ def _parse_xml(xml_file: Path) -> _VocAnnotation:
     except ET.ParseError as e:
         raise ValueError(f"{xml_file}: malformed XML ({e})") from e
     names, boxes, difficult = [], [], []
+    top = f"/{root.tag}"
     for i, obj in enumerate(root.findall("object")):
-        where = f"object #{i}"
+        where = f"{top}/object[{i + 1}]"  # an XPath (1-based) to the element: ElementTree keeps no line numbers
         names.append(_text(obj, "name", xml_file, where).strip())
         bndbox = obj.find("bndbox")
         if bndbox is None:
             raise ValueError(f"{xml_file}: {where} ({names[-1]!r}) has no <bndbox>")
-        boxes.append([_number(bndbox, k, xml_file, where) for k in ("xmin", "ymin", "xmax", "ymax")])
+        boxes.append([_number(bndbox, k, xml_file, f"{where}/bndbox") for k in ("xmin", "ymin", "xmax", "ymax")])
         has_difficult = obj.find("difficult") is not None
         difficult.append(has_difficult and _number(obj, "difficult", xml_file, where) != 0)
     size = root.find("size")
     return _VocAnnotation(
         filename=(root.findtext("filename") or "").strip(),
-        width=int(_number(size, "width", xml_file, "<size>")) if size is not None else 0,
-        height=int(_number(size, "height", xml_file, "<size>")) if size is not None else 0,
+        width=int(_number(size, "width", xml_file, f"{top}/size")) if size is not None else 0,
+        height=int(_number(size, "height", xml_file, f"{top}/size")) if size is not None else 0,
         names=names,
         boxes=np.array(boxes, dtype=np.float64).reshape(-1, 4),
         difficult=np.array(difficult, dtype=bool),
@@ -218,7 +220,7 @@ def _parse_xml(xml_file: Path) -> _VocAnnotation:
 
 
 def _text(element: ET.Element, tag: str, xml_file: Path, where: str) -> str:
-    """Text of the child ``tag`` of ``element``, or a ValueError naming the file."""
+    """Text of the child ``tag`` of ``element``, or a ValueError naming the file and ``where`` (the element path)."""
     text = element.findtext(tag)
     if text is None:
         raise ValueError(f"{xml_file}: {where} has no <{tag}>")
@@ -226,12 +228,15 @@ def _text(element: ET.Element, tag: str, xml_file: Path, where: str) -> str:
 
 
 def _number(element: ET.Element, tag: str, xml_file: Path, where: str) -> float:
-    """The child ``tag`` of ``element`` as a number, or a ValueError naming the file."""
+    """The child ``tag`` of ``element`` as a finite number, or a ValueError naming the file and the element path."""
     text = _text(element, tag, xml_file, where)
     try:
-        return float(text)
+        value = float(text)
     except ValueError as e:
-        raise ValueError(f"{xml_file}: {where} <{tag}> is {text!r}, not a number") from e
+        raise ValueError(f"{xml_file}: {where}/{tag} is {text!r}, not a number") from e
+    if not math.isfinite(value):  # a NaN box would compare as not drawn and vanish without a word
+        raise ValueError(f"{xml_file}: {where}/{tag} is {text!r}, not a finite number")
+    return value
 
 
 def _make_voc_record(
@@ -243,9 +248,11 @@ def _make_voc_record(
     label_of: dict[str, int],
 ) -> tuple[ImageRecord, int, int]:
     """Convert one parsed xml to a record; returns ``(record, num_clipped, num_degenerate)``."""
-    unknown = [n for n in ann.names if n not in label_of]
+    unknown = [i for i, n in enumerate(ann.names) if n not in label_of]
     if unknown:
-        raise ValueError(f"{xml_file}: class name {unknown[0]!r} is not in class_names {list(label_of)}")
+        first = unknown[0]
+        raise ValueError(f"{xml_file}: /annotation/object[{first + 1}]: class name {ann.names[first]!r} is not in "
+                         f"class_names {list(label_of)}")
     suffix = Path(ann.filename).suffix or ".jpg"
     file_name = os.path.abspath(voc_root / "JPEGImages" / f"{stem}{suffix}")
     width, height = ann.width, ann.height

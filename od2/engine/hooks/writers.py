@@ -57,8 +57,9 @@ class MetricsWriter(HookBase):
     """Appends to ``output_dir/metrics.jsonl`` and writes TensorBoard scalars to ``output_dir/tensorboard``.
 
     Every ``period`` steps (0 = only the last) and after the last step: one record ``{"iteration": steps done,
-    loss entries..., "lr", "data_time", "time": seconds since training (re)started, "mosaic_batches" with
-    Stitcher}`` and the scalars ``train/<loss entry>``, ``train/lr``. After each evaluation: one record
+    loss entries..., "lr", "data_time", "time": seconds since training (re)started, "data/skipped_images": training
+    images replaced so far (the run's total, resumes included), "mosaic_batches" with Stitcher}`` and the scalars
+    ``train/<loss entry>``, ``train/lr``, ``data/skipped_images``. After each evaluation: one record
     ``{"iteration", "eval/<key>": value...}`` with every summary entry, the scalars ``eval/<key>`` of its float
     entries, and a printed line with its AP and AP50. A resumed run drops the records after the resumed iteration
     and appends, and TensorBoard drops the events after it.
@@ -86,11 +87,13 @@ class MetricsWriter(HookBase):
         lr = trainer.optimizer.param_groups[0]["lr"]
         record = {"iteration": done, **losses, "lr": lr, "data_time": round(trainer.data_time, 4),
                   "time": round(time.perf_counter() - self.start_time, 2),
+                  "data/skipped_images": trainer.skipped_images,
                   **({"mosaic_batches": trainer.feed.mosaic_batches} if trainer.feed.enabled else {})}
         self.write(record)
         for key, value in losses.items():
             self.tensorboard.add_scalar(f"train/{key}", value, done)
         self.tensorboard.add_scalar("train/lr", lr, done)
+        self.tensorboard.add_scalar("data/skipped_images", trainer.skipped_images, done)
 
     def after_evaluation(self, iteration: int, summary: dict[str, Any] | None) -> None:
         if summary is None:
