@@ -255,10 +255,15 @@ def evaluate_json_files(gt_json_path: str | os.PathLike, dt_json_path: str | os.
     is not a list of results, or results naming image ids absent from the ground truth; each message
     names the offending file.
     """
-    coco_gt = _load_json(gt_json_path, "ground-truth")
-    detections = _load_json(dt_json_path, "detections")
+    coco_gt, detections = load_json_files(gt_json_path, dt_json_path)
     evaluator = CocoEvaluator(coco_gt, source=str(gt_json_path))
     return evaluator.evaluate(detections, source=str(dt_json_path))
+
+
+def load_json_files(gt_json_path: str | os.PathLike, dt_json_path: str | os.PathLike) -> tuple[Any, Any]:
+    """The parsed ground-truth and results files (FileNotFoundError / ValueError naming the file), unchecked:
+    :meth:`CocoEvaluator.evaluate` checks them."""
+    return _load_json(gt_json_path, "ground-truth"), _load_json(dt_json_path, "detections")
 
 
 def write_summary_json(summary: CocoSummary, path: str | os.PathLike, **extra: Any) -> None:

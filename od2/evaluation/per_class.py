@@ -66,10 +66,11 @@ def format_per_class_table(per_class: dict[str, dict], extra: Sequence[str] = ()
     """A fixed-width text table: one row per class, APs in percent (``-`` for None), counts, then ``extra`` keys."""
     columns = [*PER_CLASS_AP_NAMES, "num_gt", "num_dt", *extra]
     width = max([len("class"), *(len(name) for name in per_class)])
-    lines = [f"{'class':<{width}} " + " ".join(f"{c:>7}" for c in columns)]
+    widths = [max(len(column), 6) for column in columns]
+    lines = [f"{'class':<{width}} " + " ".join(f"{c:>{w}}" for c, w in zip(columns, widths))]
     for name, row in per_class.items():
         cells = [_format_cell(column, row.get(column)) for column in columns]
-        lines.append(f"{name:<{width}} " + " ".join(f"{c:>7}" for c in cells))
+        lines.append(f"{name:<{width}} " + " ".join(f"{c:>{w}}" for c, w in zip(cells, widths)))
     return "\n".join(lines)
 
 
@@ -78,4 +79,6 @@ def _format_cell(column: str, value: float | int | None) -> str:
         return "-"
     if column in PER_CLASS_AP_NAMES:
         return f"{100 * value:.1f}"
-    return f"{value:.3f}" if isinstance(value, float) else str(value)
+    if isinstance(value, float):  # thresholds to 4 places: od2 predict keeps scores >= the printed value
+        return f"{value:.4f}" if column.endswith("thresh") else f"{value:.3f}"
+    return str(value)
