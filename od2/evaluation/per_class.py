@@ -69,12 +69,13 @@ def format_per_class_table(per_class: dict[str, dict], extra: Sequence[str] = ()
     widths = [max(len(column), 6) for column in columns]
     lines = [f"{'class':<{width}} " + " ".join(f"{c:>{w}}" for c, w in zip(columns, widths))]
     for name, row in per_class.items():
-        cells = [_format_cell(column, row.get(column)) for column in columns]
+        cells = [format_cell(column, row.get(column)) for column in columns]
         lines.append(f"{name:<{width}} " + " ".join(f"{c:>{w}}" for c, w in zip(cells, widths)))
     return "\n".join(lines)
 
 
-def _format_cell(column: str, value: float | int | None) -> str:
+def format_cell(column: str, value: float | int | None) -> str:
+    """One cell of the per-class table: APs in percent to 1 place, thresholds to 4, other floats to 3, None ``-``."""
     if value is None or (isinstance(value, float) and math.isnan(value)):
         return "-"
     if column in PER_CLASS_AP_NAMES:
