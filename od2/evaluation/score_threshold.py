@@ -6,6 +6,11 @@ FN(t) is the class's non-crowd ground truth left unmatched, and F1(t) = 2 TP / (
 the detections' own scores, so the best threshold is exactly the ``--score-thresh`` to give ``od2 predict``
 (which keeps score >= threshold). "Overall" pools the detections and objects of every class (micro average): the
 one threshold for a model that uses a single one. Among equal F1s the lowest threshold wins (more recall).
+
+TP and FP at every threshold equal those of pycocotools' own matching (``evalImgs`` at IoU 0.5, area all) when no
+image has more than 100 detections of a class (tests/evaluation/test_confusion_and_f1.py). faster-coco-eval's
+``extended_metrics`` is not used for this: it counts a detection matched to a crowd region as a true positive
+(pycocotools ignores it) and gives one macro-averaged threshold, not each class's curve.
 """
 
 from __future__ import annotations

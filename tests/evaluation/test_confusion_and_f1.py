@@ -132,3 +132,38 @@ def test_f1_curves_per_class_and_overall_from_coco_files():
     # 0.6 with TP 4, FP 1, FN 1: F1 8/10.
     assert overall.num_gt == 5
     assert overall.best() == pytest.approx({"score_thresh": 0.6, "f1": 0.8, "precision": 0.8, "recall": 0.8})
+
+
+@pytest.mark.parametrize("seed", [0, 3])
+def test_f1_curves_count_what_pycocotools_matches_at_iou_half(seed):
+    """TP and FP at every threshold equal those of pycocotools' own matching (evalImgs at IoU 0.5, area all), crowd
+    regions and empty images included: it is the same rule, with all detections (here under 100 per image)."""
+    from test_coco_evaluator import make_detections, make_ground_truth
+    from test_per_class import pycocotools_eval
+
+    rng = np.random.default_rng(seed)
+    gt = make_ground_truth(rng)
+    detections = make_detections(rng, gt)
+    for det in detections[::3]:
+        det["score"] = round(det["score"], 1)  # ties
+    reference = pycocotools_eval(gt, detections)
+    category_ids = sorted(c["id"] for c in gt["categories"])
+    per_class, _ = f1_curves(images_with_boxes(gt, detections), num_classes=len(category_ids))
+    for k, cat_id in enumerate(category_ids):
+        scores, hits, num_gt = [], [], 0
+        for e in reference.evalImgs:
+            if e is None or e["category_id"] != cat_id or e["aRng"] != [0, 1e10]:
+                continue
+            kept = ~np.asarray(e["dtIgnore"][0], dtype=bool)
+            scores += list(np.asarray(e["dtScores"])[kept])
+            hits += list(np.asarray(e["dtMatches"][0])[kept] > 0)
+            num_gt += int((~np.asarray(e["gtIgnore"], dtype=bool)).sum())
+        order = np.argsort(-np.array(scores), kind="stable")
+        scores, hits = np.array(scores)[order], np.array(hits)[order]
+        curve = per_class[k]
+        assert curve.num_gt == num_gt
+        for threshold, precision, recall in zip(curve.thresholds, curve.precision, curve.recall):
+            tp = int(hits[scores >= threshold].sum())
+            fp = int((~hits[scores >= threshold]).sum())
+            assert (precision, recall) == pytest.approx((tp / (tp + fp), tp / num_gt)), (cat_id, threshold)
+        assert sorted(set(scores)) == pytest.approx(sorted(curve.thresholds))
