@@ -20,6 +20,7 @@ RECALL_THRESHOLDS = np.linspace(0.0, 1.0, 101)  # pycocotools' params.recThrs
 _MAX_LEGEND_CLASSES = 12  # beyond this a legend hides the curves: classes are drawn thin and only the mean is named
 _MAX_ANNOTATED_CLASSES = 25  # beyond this the confusion matrix cells are too small for their counts
 _DPI = 80
+_THRESHOLD_GRID = np.linspace(0.0, 1.0, 1001)
 
 
 def _figure(width: float, height: float):
@@ -29,7 +30,7 @@ def _figure(width: float, height: float):
 
 
 def _save(fig, path: str | os.PathLike) -> Path:
-    fig.tight_layout()
+    # Margins are set per figure: tight_layout would double the drawing time of a periodic evaluation's pictures.
     with atomic_write(path) as tmp:
         fig.savefig(tmp, format="png")
     return Path(path)
@@ -72,6 +73,7 @@ def plot_pr_curves(precision: np.ndarray, class_names: Sequence[str], path: str 
         ax.set(xlim=(0, 1), ylim=(0, 1.02), xlabel="recall", ylabel="precision", title=f"precision-recall, {title}")
         ax.grid(alpha=0.3)
         _legend(ax)
+    fig.subplots_adjust(left=0.06, right=0.98, bottom=0.12, top=0.92, wspace=0.18)
     return _save(fig, path)
 
 
@@ -81,13 +83,16 @@ def plot_confusion_matrix(matrix: np.ndarray, labels: Sequence[str], score_thres
     each row's share and annotated with counts when the classes are few."""
     size = min(4 + 0.45 * len(labels), 16)
     fig = _figure(size, size * 0.85)
+    font = 8 if len(labels) <= _MAX_ANNOTATED_CLASSES else 5
+    label_inches = 0.3 + 0.6 * font / 72 * max(len(label) for label in labels)  # room for the longest tick label
+    fig.subplots_adjust(left=min(label_inches / size, 0.4), bottom=min(label_inches / (size * 0.85), 0.4),
+                        right=0.92, top=0.93)
     ax = fig.subplots()
     row_sums = matrix.sum(axis=1, keepdims=True)
     shares = np.divide(matrix, row_sums, out=np.zeros(matrix.shape), where=row_sums > 0)
     image = ax.imshow(shares, cmap="Blues", vmin=0, vmax=1)
     fig.colorbar(image, ax=ax, fraction=0.046, pad=0.04, label="share of the row")
     ticks = np.arange(len(labels))
-    font = 8 if len(labels) <= _MAX_ANNOTATED_CLASSES else 5
     ax.set_xticks(ticks, labels, rotation=90, fontsize=font)
     ax.set_yticks(ticks, labels, fontsize=font)
     if len(labels) <= _MAX_ANNOTATED_CLASSES:
@@ -98,6 +103,13 @@ def plot_confusion_matrix(matrix: np.ndarray, labels: Sequence[str], score_thres
     ax.set(xlabel="detected as", ylabel="ground truth",
            title=f"confusion matrix, IoU {iou_thresh:g}, score >= {score_thresh:g}")
     return _save(fig, path)
+
+
+def _f1_on_grid(curve: F1Curve) -> np.ndarray:
+    """F1 [len(_THRESHOLD_GRID)] when keeping the scores >= each grid threshold (0 where none is kept): the curve of
+    hundreds of thousands of distinct scores drawn with a thousand points."""
+    kept = np.searchsorted(-curve.thresholds, -_THRESHOLD_GRID, side="right")  # thresholds >= t
+    return np.where(kept > 0, curve.f1[np.maximum(kept - 1, 0)], 0.0)
 
 
 def _best_label(curve: F1Curve) -> str:
@@ -113,14 +125,16 @@ def plot_f1_curves(per_class: Sequence[F1Curve], overall: F1Curve, class_names: 
     many = len(class_names) > _MAX_LEGEND_CLASSES
     for curve, name in zip(per_class, class_names):
         if curve.num_gt and len(curve.thresholds):
-            ax.plot(curve.thresholds, curve.f1, linewidth=0.6 if many else 1.2,
+            ax.plot(_THRESHOLD_GRID, _f1_on_grid(curve), linewidth=0.6 if many else 1.2,
                     label=None if many else f"{name} {_best_label(curve)}")
     if len(overall.thresholds):
-        ax.plot(overall.thresholds, overall.f1, color="black", linewidth=2.5, label=f"all {_best_label(overall)}")
+        ax.plot(_THRESHOLD_GRID, _f1_on_grid(overall), color="black", linewidth=2.5,
+                label=f"all {_best_label(overall)}")
         if overall.best()["score_thresh"] is not None:
             ax.axvline(overall.best()["score_thresh"], color="black", linestyle=":", linewidth=1)
     ax.set(xlim=(0, 1), ylim=(0, 1.02), xlabel="score threshold", ylabel="F1 (IoU 0.50)",
            title="F1 against score threshold")
     ax.grid(alpha=0.3)
     _legend(ax)
+    fig.subplots_adjust(left=0.1, right=0.97, bottom=0.12, top=0.92)
     return _save(fig, path)

@@ -167,3 +167,13 @@ def test_f1_curves_count_what_pycocotools_matches_at_iou_half(seed):
             fp = int((~hits[scores >= threshold]).sum())
             assert (precision, recall) == pytest.approx((tp / (tp + fp), tp / num_gt)), (cat_id, threshold)
         assert sorted(set(scores)) == pytest.approx(sorted(curve.thresholds))
+
+
+def test_f1_picture_draws_the_curve_exactly_at_its_grid_thresholds():
+    from od2.evaluation.figures import _THRESHOLD_GRID, _f1_on_grid
+
+    curve = f1_curve(*one_class_case(), num_gt=4)
+    drawn = dict(zip(np.round(_THRESHOLD_GRID, 3), _f1_on_grid(curve)))
+    # keeping scores >= t: none above 0.9, then the hand-worked values of the case
+    assert drawn[0.95] == 0.0 and drawn[0.9] == pytest.approx(2 / 5) and drawn[0.65] == pytest.approx(4 / 7)
+    assert drawn[0.6] == pytest.approx(6 / 8) and drawn[0.0] == drawn[0.3] == pytest.approx(8 / 11)
