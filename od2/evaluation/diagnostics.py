@@ -69,7 +69,7 @@ def write_diagnostics(coco_gt: dict, detections: Sequence[dict], summary: CocoSu
         raise ValueError("write_diagnostics needs the summary of an evaluation (its precision array), not one "
                          "rebuilt from the 12 numbers")
     if not 0.0 <= confusion_score_thresh <= 1.0:
-        raise ValueError(f"TEST.CONFUSION_SCORE_THRESH must be in [0, 1], got {confusion_score_thresh}")
+        raise ValueError(f"the confusion matrix's score threshold must be in [0, 1], got {confusion_score_thresh}")
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     names_by_id = category_names(coco_gt)

@@ -41,6 +41,7 @@ def evaluate_model(cfg: CfgNode, model: torch.nn.Module, device: torch.device, d
     ``best_f1``. ``info``: ``dataset_name`` already loaded
     (checked images included), so that periodic evaluations do not load and check it again.
     """
+    confusion_score_thresh = _confusion_score_thresh(cfg)
     if info is None:
         info = load_datasets([dataset_name], cfg, key="DATASETS.TEST")
     num_classes = getattr(model, "num_classes", len(info.category_ids))
@@ -59,7 +60,7 @@ def evaluate_model(cfg: CfgNode, model: torch.nn.Module, device: torch.device, d
     out_dir.mkdir(parents=True, exist_ok=True)
     (out_dir / "detections.json").write_text(json.dumps(result.detections))
     start = time.perf_counter()
-    diagnostics = write_diagnostics(coco_gt, result.detections, summary, out_dir, cfg.TEST.CONFUSION_SCORE_THRESH)
+    diagnostics = write_diagnostics(coco_gt, result.detections, summary, out_dir, confusion_score_thresh)
     extra = {"s_per_img": round(result.seconds_per_image, 5), "num_images": result.num_images,
              "eval_seconds": round(summary.eval_seconds, 3),
              "diagnostics_seconds": round(time.perf_counter() - start, 3), "dataset": dataset_name,
@@ -76,6 +77,14 @@ def evaluate_model(cfg: CfgNode, model: torch.nn.Module, device: torch.device, d
         print(diagnostics.report())
         print(f"per-class results, thresholds, confusion matrix and pictures in {out_dir}")
     return {**summary.as_dict(), **extra, **diagnostics.summary_entries()}
+
+
+def _confusion_score_thresh(cfg: CfgNode) -> float:
+    """TEST.CONFUSION_SCORE_THRESH, checked before any inference (ConfigError outside [0, 1])."""
+    value = float(cfg.TEST.CONFUSION_SCORE_THRESH)
+    if not 0.0 <= value <= 1.0:
+        raise ConfigError(f"TEST.CONFUSION_SCORE_THRESH must be a score in [0, 1], got {value}")
+    return value
 
 
 def _without_images(coco_gt: dict, image_ids: set[int]) -> dict:
@@ -95,10 +104,12 @@ def build_evaluator(cfg: CfgNode) -> Callable[[torch.nn.Module], dict | None]:
 
     Raises:
         ValueError: the test set has no images, or classes other than DATASETS.TRAIN's (in another order too).
+        ConfigError: TEST.CONFUSION_SCORE_THRESH is not in [0, 1].
     """
     if not cfg.DATASETS.TEST:
         raise ConfigError("build_evaluator: DATASETS.TEST is empty; name the dataset to evaluate on")
     dataset_name, out_dir = cfg.DATASETS.TEST[0], Path(cfg.OUTPUT_DIR) / "eval"
+    _confusion_score_thresh(cfg)
     # Checked now, not at the first evaluation hours into the run (the catalog caches what is loaded here).
     test_data = load_datasets([dataset_name], cfg, key="DATASETS.TEST")
     if cfg.DATASETS.TRAIN:

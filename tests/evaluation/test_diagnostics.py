@@ -112,3 +112,21 @@ def test_metrics_writer_records_per_class_results_as_json_and_only_floats_as_sca
     assert record["iteration"] == 10 and record["eval/per_class"] == summary["per_class"]
     assert record["eval/figures"] == summary["figures"]
     assert sorted(writer.tensorboard.scalars) == ["eval/AP", "eval/AP50", "eval/best_f1"]
+
+
+def test_confusion_score_thresh_outside_0_1_is_refused_before_any_inference(tmp_path, case, capsys):
+    from od2.config import ConfigError, load_config
+    from od2.evaluation.evaluate import build_evaluator
+
+    cfg = load_config(Path(__file__).resolve().parents[2] / "configs/digits/retinanet_lite0.yaml",
+                      ["TEST.CONFUSION_SCORE_THRESH=1.5"])
+    with pytest.raises(ConfigError, match=r"TEST\.CONFUSION_SCORE_THRESH .*1\.5"):
+        build_evaluator(cfg)
+    gt, detections = case
+    from od2.cli import main
+
+    (tmp_path / "gt.json").write_text(json.dumps(gt))
+    (tmp_path / "dt.json").write_text(json.dumps(detections))
+    assert main(["eval-json", "--gt", str(tmp_path / "gt.json"), "--dt", str(tmp_path / "dt.json"), "--out",
+                 str(tmp_path / "out"), "--confusion-score-thresh", "-0.1"]) == 2
+    assert "score threshold must be in [0, 1], got -0.1" in capsys.readouterr().err
