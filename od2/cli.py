@@ -26,7 +26,7 @@ EPILOG = """examples:
   od2 train --config configs/digits/retinanet_lite0.yaml --resume          # continue an interrupted run
   torchrun --nproc_per_node=4 -m od2.cli train --config configs/coco/RetinaNet-GN.yaml
   od2 eval --config configs/digits/retinanet_lite0.yaml --weights output/digits/model_final.pth --vis 8
-  od2 eval-json --gt annotations.json --dt detections.json
+  od2 eval-json --gt annotations.json --dt detections.json --out eval_out   # + per-class results, pictures
   od2 predict --config configs/bccd/retinanet_lite0.yaml --weights model_final.pth photos/ --out preds
   od2 export --config configs/bccd/retinanet_lite0.yaml --weights model_final.pth --out model.onnx
   od2 report output/coco/RetinaNet-GN output/coco/RetinaNet-EvoNormS-GIoU --out results.md
@@ -148,7 +148,13 @@ def build_parser() -> argparse.ArgumentParser:
     eval_json = sub.add_parser("eval-json", help="score a COCO results file against a COCO ground-truth file")
     eval_json.add_argument("--gt", required=True, help="COCO-format ground truth json")
     eval_json.add_argument("--dt", required=True, help="COCO results json (list of image_id, category_id, bbox, score)")
-    eval_json.add_argument("--out", help="write the summary json here")
+    eval_json.add_argument("--out", metavar="DIR",
+                           help="folder for coco_summary.json, per_class.json, thresholds.json, the confusion matrix "
+                                "and the pictures, as od2 eval writes them (a path ending in .json: the summary "
+                                "alone, to that file)")
+    eval_json.add_argument("--confusion-score-thresh", type=float, default=0.3, metavar="T",
+                           help="score threshold of the confusion matrix written with --out DIR (default 0.3, "
+                                "as TEST.CONFUSION_SCORE_THRESH)")
 
     lr_plot = sub.add_parser(
         "lr-plot", help="draw the config's learning-rate schedule to a PNG (no training, no data needed)",
@@ -359,16 +365,25 @@ def cmd_bench(args: argparse.Namespace) -> int:
 
 
 def cmd_eval_json(args: argparse.Namespace) -> int:
-    from od2.evaluation.coco_evaluator import evaluate_json_files, write_summary_json
+    from od2.evaluation.coco_evaluator import CocoEvaluator, load_json_files, write_summary_json
+    from od2.evaluation.diagnostics import write_diagnostics
 
     try:
-        summary = evaluate_json_files(args.gt, args.dt)
+        coco_gt, detections = load_json_files(args.gt, args.dt)
+        summary = CocoEvaluator(coco_gt, source=args.gt).evaluate(detections, source=args.dt)
+        to_folder = args.out and not args.out.endswith(".json")
+        if to_folder:
+            diagnostics = write_diagnostics(coco_gt, detections, summary, args.out, args.confusion_score_thresh)
     except ValueError as exc:  # malformed files or detections: each message names the file and what is wrong
         print(f"od2 eval-json: error: {exc}", file=sys.stderr)
         return 2
     print(summary.table())
     print(f"evaluator time: {summary.eval_seconds:.2f} s")
-    if args.out:
+    if to_folder:
+        write_summary_json(summary, Path(args.out) / "coco_summary.json")
+        print(diagnostics.report())
+        print(f"summary, per-class results, thresholds, confusion matrix and pictures in {args.out}")
+    elif args.out:
         write_summary_json(summary, args.out)
     return 0
 

@@ -117,6 +117,8 @@ DEFAULTS: dict[str, Any] = {
         "IMS_PER_BATCH": 1,
         # CPU inference by Winograd F(4x4, 3x3) (od2.layers.winograd.convert_to_winograd) in od2 eval / predict
         "WINOGRAD": False,
+        # Score threshold of the evaluation's confusion matrix (eval/confusion_matrix.*): od2 predict's default
+        "CONFUSION_SCORE_THRESH": 0.3,
     },
     "OUTPUT_DIR": "./output",
     "SEED": 42,

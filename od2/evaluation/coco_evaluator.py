@@ -22,10 +22,11 @@ import math
 import os
 import time
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 from faster_coco_eval import COCO, COCOeval_faster
 
 from od2.utils.atomic_write import atomic_write
@@ -68,10 +69,16 @@ class CocoSummary:
 
     ``eval_seconds`` is the wall time of one evaluation: loading the results, evaluate,
     accumulate and summarize (building the ground-truth index is not included).
+    ``precision`` is pycocotools' ``eval['precision']`` array, float64 [T=10 IoU thresholds 0.50:0.05:0.95,
+    R=101 recall thresholds 0:0.01:1, K categories, A=4 areas (all, small, medium, large), M=3 maxDets (1, 10, 100)],
+    -1 where a category has no ground truth in that area; its K axis follows ``category_ids`` (ascending ids).
+    Both are empty for a summary rebuilt from the 12 numbers alone (``od2 report``).
     """
 
     stats: tuple[float, ...]
     eval_seconds: float
+    precision: np.ndarray | None = field(default=None, compare=False, repr=False)
+    category_ids: tuple[int, ...] = ()
 
     def as_dict(self) -> dict[str, float]:
         """Return ``{"AP": ..., "AP50": ..., ..., "ARl": ...}`` in pycocotools' order."""
@@ -135,7 +142,9 @@ class CocoEvaluator:
         coco_eval.accumulate()
         coco_eval.summarize()
         seconds = time.perf_counter() - start
-        return CocoSummary(stats=tuple(float(s) for s in coco_eval.stats), eval_seconds=seconds)
+        return CocoSummary(stats=tuple(float(s) for s in coco_eval.stats), eval_seconds=seconds,
+                           precision=np.asarray(coco_eval.eval["precision"]),
+                           category_ids=tuple(int(c) for c in coco_eval.params.catIds))
 
     def _check_image_ids(self, results: Iterable[dict], source: str) -> None:
         """Raise a readable ValueError where pycocotools would fail an assert."""
@@ -246,10 +255,15 @@ def evaluate_json_files(gt_json_path: str | os.PathLike, dt_json_path: str | os.
     is not a list of results, or results naming image ids absent from the ground truth; each message
     names the offending file.
     """
-    coco_gt = _load_json(gt_json_path, "ground-truth")
-    detections = _load_json(dt_json_path, "detections")
+    coco_gt, detections = load_json_files(gt_json_path, dt_json_path)
     evaluator = CocoEvaluator(coco_gt, source=str(gt_json_path))
     return evaluator.evaluate(detections, source=str(dt_json_path))
+
+
+def load_json_files(gt_json_path: str | os.PathLike, dt_json_path: str | os.PathLike) -> tuple[Any, Any]:
+    """The parsed ground-truth and results files (FileNotFoundError / ValueError naming the file), unchecked:
+    :meth:`CocoEvaluator.evaluate` checks them."""
+    return _load_json(gt_json_path, "ground-truth"), _load_json(dt_json_path, "detections")
 
 
 def write_summary_json(summary: CocoSummary, path: str | os.PathLike, **extra: Any) -> None:

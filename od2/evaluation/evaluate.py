@@ -1,9 +1,10 @@
-"""Evaluate a model on a catalog dataset: inference, COCO metrics, summary files, a picture."""
+"""Evaluate a model on a catalog dataset: inference, COCO metrics, per-class results, summary files, pictures."""
 
 from __future__ import annotations
 
 import json
 import logging
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -17,6 +18,7 @@ from od2.modeling.build import convert_for_inference
 from od2.utils import comm as dist
 
 from .coco_evaluator import CocoEvaluator, write_summary_json
+from .diagnostics import write_diagnostics
 from .inference import run_inference
 
 logger = logging.getLogger(__name__)
@@ -31,11 +33,16 @@ def evaluate_model(cfg: CfgNode, model: torch.nn.Module, device: torch.device, d
     AP covers the images scored; the summary's ``num_images`` counts those, ``skipped_images`` lists the others
     (image_id, file_name, reason), and the printed report names them.
 
-    Writes ``out_dir/coco_summary.json`` (AP..ARl fractions, s_per_img, num_images, skipped_images) and
-    ``out_dir/detections.json`` (COCO results) on rank 0, prints the 12-line table unless ``quiet``, and
-    returns the summary dict on rank 0 (None on the other ranks). ``info``: ``dataset_name`` already loaded
+    Writes ``out_dir/coco_summary.json`` (AP..ARl fractions, s_per_img, num_images, skipped_images, the seconds
+    of the evaluator and of the diagnostics), ``out_dir/detections.json`` (COCO results) and the per-class results,
+    thresholds, confusion matrix and pictures (:func:`od2.evaluation.diagnostics.write_diagnostics`, the matrix at
+    TEST.CONFUSION_SCORE_THRESH) on rank 0, prints the 12-line table, the per-class table and the best score
+    threshold unless ``quiet``, and returns the summary dict on rank 0 (None on the other ranks): the
+    coco_summary.json entries plus ``per_class``, ``figures`` ({name: PNG path}), ``best_score_thresh`` and
+    ``best_f1``. ``info``: ``dataset_name`` already loaded
     (checked images included), so that periodic evaluations do not load and check it again.
     """
+    confusion_score_thresh = _confusion_score_thresh(cfg)
     if info is None:
         info = load_datasets([dataset_name], cfg, key="DATASETS.TEST")
     num_classes = getattr(model, "num_classes", len(info.category_ids))
@@ -48,13 +55,16 @@ def evaluate_model(cfg: CfgNode, model: torch.nn.Module, device: torch.device, d
     result = run_inference(model, loader, device, list(info.category_ids), progress=not quiet)
     if not dist.is_main_process():
         return None
-    summary = CocoEvaluator(_without_images(info.coco_gt, {s["image_id"] for s in result.skipped})).evaluate(
-        result.detections)
+    coco_gt = _without_images(info.coco_gt, {s["image_id"] for s in result.skipped})
+    summary = CocoEvaluator(coco_gt).evaluate(result.detections)
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     (out_dir / "detections.json").write_text(json.dumps(result.detections))
+    start = time.perf_counter()
+    diagnostics = write_diagnostics(coco_gt, result.detections, summary, out_dir, confusion_score_thresh)
     extra = {"s_per_img": round(result.seconds_per_image, 5), "num_images": result.num_images,
-             "eval_seconds": round(summary.eval_seconds, 3), "dataset": dataset_name,
+             "eval_seconds": round(summary.eval_seconds, 3),
+             "diagnostics_seconds": round(time.perf_counter() - start, 3), "dataset": dataset_name,
              "skipped_images": result.skipped}
     write_summary_json(summary, out_dir / "coco_summary.json", **extra)
     if not quiet:
@@ -65,7 +75,17 @@ def evaluate_model(cfg: CfgNode, model: torch.nn.Module, device: torch.device, d
         print(summary.table())
         print(f"model time: {result.seconds_per_image:.4f} s/img on {device} | evaluator time: "
               f"{summary.eval_seconds:.2f} s")
-    return {**summary.as_dict(), **extra}
+        print(diagnostics.report())
+        print(f"per-class results, thresholds, confusion matrix and pictures in {out_dir}")
+    return {**summary.as_dict(), **extra, **diagnostics.summary_entries()}
+
+
+def _confusion_score_thresh(cfg: CfgNode) -> float:
+    """TEST.CONFUSION_SCORE_THRESH, checked before any inference (ConfigError outside [0, 1])."""
+    value = float(cfg.TEST.CONFUSION_SCORE_THRESH)
+    if not 0.0 <= value <= 1.0:
+        raise ConfigError(f"TEST.CONFUSION_SCORE_THRESH must be a score in [0, 1], got {value}")
+    return value
 
 
 def require_checkpoint_classes(checkpoint: dict[str, Any], weights: str | Path, info: DatasetInfo) -> None:
@@ -99,10 +119,12 @@ def build_evaluator(cfg: CfgNode) -> Callable[[torch.nn.Module], dict | None]:
 
     Raises:
         ValueError: the test set has no images, or classes other than DATASETS.TRAIN's (in another order too).
+        ConfigError: TEST.CONFUSION_SCORE_THRESH is not in [0, 1].
     """
     if not cfg.DATASETS.TEST:
         raise ConfigError("build_evaluator: DATASETS.TEST is empty; name the dataset to evaluate on")
     dataset_name, out_dir = cfg.DATASETS.TEST[0], Path(cfg.OUTPUT_DIR) / "eval"
+    _confusion_score_thresh(cfg)
     # Checked now, not at the first evaluation hours into the run (the catalog caches what is loaded here).
     test_data = load_datasets([dataset_name], cfg, key="DATASETS.TEST")
     if cfg.DATASETS.TRAIN:

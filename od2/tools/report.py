@@ -3,8 +3,10 @@
 For each run folder (``OUTPUT_DIR`` of ``od2 train``: ``config.yaml``, ``metrics.jsonl``, ``eval/coco_summary.json``,
 the last checkpoint) it writes a section as the log does: a heading (the config's name), the settings the log lists
 (batch size x processes, backbone and its norm, neck and its norm, head norm, box loss, LR decay, augmentation,
-iterations, train time, eval seconds per image) and the 12-line COCO block; then one comparison table of all
-runs, and a training-curve PNG per run (losses and AP against iteration).
+iterations, train time, eval seconds per image) and the 12-line COCO block, the per-class table of
+``eval/per_class.json`` with the best score threshold of ``eval/thresholds.json`` and links to the evaluation's
+pictures (precision-recall, confusion matrix, F1) when the run has them; then one comparison table of all runs, and a
+training-curve PNG per run (losses and AP against iteration).
 """
 
 from __future__ import annotations
@@ -21,11 +23,15 @@ import torch
 from od2.config import CfgNode, load_config
 from od2.engine.run_info import run_name
 from od2.evaluation.coco_evaluator import STAT_NAMES, CocoSummary
+from od2.evaluation.per_class import PER_CLASS_AP_NAMES, format_cell
 from od2.modeling.build import neck_section_name
 
 logger = logging.getLogger(__name__)
 
 __all__ = ["RunRecord", "plot_curves", "read_run", "write_report"]
+
+EVAL_FIGURES = (("pr_curves", "precision-recall curves"), ("confusion_matrix", "confusion matrix"),
+                ("f1_curves", "F1 against score threshold"))
 
 @dataclass
 class RunRecord:
@@ -37,6 +43,8 @@ class RunRecord:
     train: list[dict] = field(default_factory=list)  # metrics.jsonl training records (iteration, losses, time)
     evals: list[dict] = field(default_factory=list)  # metrics.jsonl evaluation records (iteration, eval/AP, ...)
     summary: dict | None = None  # eval/coco_summary.json, else the last evaluation record
+    per_class: dict | None = None  # eval/per_class.json
+    thresholds: dict | None = None  # eval/thresholds.json
     world_size: int | None = None
 
     @property
@@ -72,6 +80,13 @@ def read_run(folder: str | os.PathLike) -> RunRecord:
         run.summary = json.loads(summary_file.read_text())
     elif run.evals:
         run.summary = {k.removeprefix("eval/"): v for k, v in run.evals[-1].items()}
+    for attribute, name in (("per_class", "per_class.json"), ("thresholds", "thresholds.json")):
+        path = folder / "eval" / name
+        if path.is_file():
+            try:
+                setattr(run, attribute, json.loads(path.read_text()))
+            except json.JSONDecodeError as exc:
+                logger.warning("%s: not JSON (%s), left out of the report", path, exc)
     last = folder / "last_checkpoint"
     if last.is_file() and (folder / last.read_text().strip()).is_file():
         path = folder / last.read_text().strip()
@@ -106,6 +121,27 @@ def _describe(run: RunRecord) -> list[str]:
         f"train time: {train_time / 3600:.2f}h" if train_time else "train time: unknown",
         f"eval time: {s_per_img:.4f}s/img" if s_per_img else "eval time: not evaluated",
     ]
+
+
+def _per_class_section(run: RunRecord, out_dir: Path) -> list[str]:
+    """Markdown: the per-class table (AP in %), the best score threshold by F1, and links to the eval pictures."""
+    lines = []
+    if run.per_class:
+        columns = [*PER_CLASS_AP_NAMES, "num_gt", "num_dt", "best_f1", "best_score_thresh"]
+        lines += ["", "| class | " + " | ".join(columns) + " |", "|---" * (len(columns) + 1) + "|"]
+        for name, row in run.per_class.items():
+            cells = [format_cell(column, row.get(column)) for column in columns]
+            lines.append(f"| {name} | " + " | ".join(cells) + " |")
+    overall = (run.thresholds or {}).get("overall") or {}
+    if overall.get("score_thresh") is not None:
+        lines += ["", f"Best score threshold by F1 (IoU 0.5): {overall['score_thresh']:.4f} (F1 {overall['f1']:.3f}, "
+                      f"precision {overall['precision']:.3f}, recall {overall['recall']:.3f}): the "
+                      f"`od2 predict --score-thresh` to deploy with."]
+    links = [f"[{title}]({Path(os.path.relpath(run.folder / 'eval' / f'{name}.png', out_dir)).as_posix()})"
+             for name, title in EVAL_FIGURES if (run.folder / "eval" / f"{name}.png").is_file()]
+    if links:
+        lines += ["", "Evaluation pictures: " + ", ".join(links) + "."]
+    return lines
 
 
 def plot_curves(run: RunRecord, path: Path) -> Path | None:
@@ -160,6 +196,7 @@ def write_report(folders: Sequence[str | os.PathLike], out: str | os.PathLike) -
         lines += [f"- {item}" for item in _describe(run)]
         if run.stats:
             lines += ["", "```", CocoSummary(run.stats, 0.0).table(), "```"]
+        lines += _per_class_section(run, out.parent)
         curve = plot_curves(run, curves_dir / f"{run.name.replace(' ', '_').replace('/', '_')}.png")
         if curve:
             lines += ["", f"![training curves of {run.name}]({curve.relative_to(out.parent).as_posix()})"]

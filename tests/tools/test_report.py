@@ -94,3 +94,25 @@ def test_run_name_comes_from_run_json_then_the_log_of_older_folders(tmp_path):
     assert read_run(folder).name == "other"
     (folder / "log.txt").unlink()
     assert read_run(folder).name == "seed3"
+
+
+def test_report_shows_the_per_class_table_best_threshold_and_links_the_eval_pictures(tmp_path):
+    run = make_run(tmp_path / "runs" / "a", "configs/coco/RetinaNet-BN.yaml")
+    bare = make_run(tmp_path / "runs" / "b", "configs/coco/RetinaNet-BN.yaml")
+    per_class = {"RBC": {"AP": 0.412, "AP50": 0.8, "AP75": 0.35, "APs": None, "APm": 0.4, "APl": 0.5, "num_gt": 30,
+                         "num_dt": 41, "best_f1": 0.75, "best_score_thresh": 0.41237},
+                 "Platelets": {"AP": None, "AP50": None, "AP75": None, "APs": None, "APm": None, "APl": None,
+                               "num_gt": 0, "num_dt": 2, "best_f1": 0.0, "best_score_thresh": None}}
+    (run / "eval" / "per_class.json").write_text(json.dumps(per_class))
+    (run / "eval" / "thresholds.json").write_text(json.dumps(
+        {"overall": {"score_thresh": 0.38, "f1": 0.7, "precision": 0.72, "recall": 0.68}}))
+    for name in ("pr_curves", "confusion_matrix"):  # no f1_curves.png: no link to it
+        (run / "eval" / f"{name}.png").write_bytes(b"png")
+    text = write_report([run, bare], tmp_path / "docs" / "results.md").read_text()
+    section, bare_section = text.split("## RetinaNet-BN (a)\n")[1].split("## RetinaNet-BN (b)\n")
+    assert "| RBC | 41.2 | 80.0 | 35.0 | - | 40.0 | 50.0 | 30 | 41 | 0.750 | 0.4124 |" in section
+    assert "| Platelets | - | - | - | - | - | - | 0 | 2 | 0.000 | - |" in section
+    assert "Best score threshold by F1 (IoU 0.5): 0.3800 (F1 0.700" in section and "--score-thresh" in section
+    assert "[precision-recall curves](../runs/a/eval/pr_curves.png)" in section
+    assert "[confusion matrix](../runs/a/eval/confusion_matrix.png)" in section and "f1_curves" not in section
+    assert "| class |" not in bare_section and "Evaluation pictures" not in bare_section
