@@ -16,7 +16,7 @@ import sys
 import traceback
 from pathlib import Path
 
-from od2.config import ConfigError, load_config
+from od2.config import CfgNode, ConfigError, load_config
 from od2.tools.data_cli import add_data_parser, run_data_command
 
 logger = logging.getLogger("od2")
@@ -28,6 +28,7 @@ EPILOG = """examples:
   od2 eval --config configs/digits/retinanet_lite0.yaml --weights output/digits/model_final.pth --vis 8
   od2 eval-json --gt annotations.json --dt detections.json --out eval_out   # + per-class results, pictures
   od2 predict --config configs/bccd/retinanet_lite0.yaml --weights model_final.pth photos/ --out preds
+  od2 train --config coco/RetinaNet-GN MODEL.RESNETS.DEPTH=18 MODEL.WEIGHTS=torchvision://ResNet18_Weights.IMAGENET1K_V1
   od2 export --config configs/bccd/retinanet_lite0.yaml --weights model_final.pth --out model.onnx
   od2 report output/coco/RetinaNet-GN output/coco/RetinaNet-EvoNormS-GIoU --out results.md
   od2 bench --only inference eval --no-write
@@ -36,6 +37,21 @@ EPILOG = """examples:
   od2 data stats --config configs/bccd/retinanet_lite0.yaml --split test
   od2 data convert --from voc --input datasets/bccd --split train --to yolo --out datasets/bccd_yolo
 Config keys are documented in docs/config.md; any of them can be overridden as KEY=VALUE."""
+
+
+WEIGHTS_HELP = ("a file or a weights name (torchvision://<Enum>.<member>, https://..., file://..., package://<name>; "
+                "downloads go to torch's hub cache). Default: OUTPUT_DIR/model_final.pth when it exists (the run's "
+                "trained model), else MODEL.WEIGHTS")
+
+
+def weights_to_load(weights: str | None, cfg: CfgNode) -> str:
+    """The weights eval, predict and export load: ``--weights``, else the run's ``OUTPUT_DIR/model_final.pth`` when
+    it exists, else MODEL.WEIGHTS (which, in a config that trains from ImageNet weights, names only a backbone:
+    a trained run's own model comes first), else ``model_final.pth`` anyway, so that the error names it."""
+    final = Path(cfg.OUTPUT_DIR) / "model_final.pth"
+    if weights:
+        return weights
+    return str(final) if final.is_file() or not cfg.MODEL.WEIGHTS else cfg.MODEL.WEIGHTS
 
 
 def _add_config_args(parser: argparse.ArgumentParser) -> None:
@@ -66,8 +82,7 @@ def build_parser() -> argparse.ArgumentParser:
                               description="Run inference on DATASETS.TEST[0], print the COCO AP/AR table and "
                                           "seconds per image, write OUTPUT_DIR/eval/coco_summary.json.")
     _add_config_args(evaluate)
-    evaluate.add_argument("--weights", help="checkpoint to evaluate (default: MODEL.WEIGHTS, else "
-                                            "OUTPUT_DIR/model_final.pth)")
+    evaluate.add_argument("--weights", help=f"checkpoint to evaluate: {WEIGHTS_HELP}")
     evaluate.add_argument("--raw-weights", action="store_true",
                           help="evaluate the trained weights even when the checkpoint also holds EMA weights "
                                "(MODEL.EMA.ENABLED runs; the EMA weights are the default)")
@@ -84,7 +99,7 @@ def build_parser() -> argparse.ArgumentParser:
                     "category names). Class names come from the checkpoint. Undecodable files are skipped and "
                     "listed; images inside OUT are not read. KEY=VALUE config overrides may be mixed with the inputs.")
     predict.add_argument("--config", required=True, help="YAML config file of the trained model")
-    predict.add_argument("--weights", help="checkpoint (default: MODEL.WEIGHTS, else OUTPUT_DIR/model_final.pth)")
+    predict.add_argument("--weights", help=f"checkpoint: {WEIGHTS_HELP}")
     predict.add_argument("inputs", nargs="+", metavar="INPUT", help="image files and folders (and KEY=VALUE)")
     predict.add_argument("--out", help="output folder (default: OUTPUT_DIR/predict)")
     predict.add_argument("--score-thresh", type=float, default=0.3,
@@ -105,7 +120,7 @@ def build_parser() -> argparse.ArgumentParser:
                     "and the resize settings are stored as metadata. The export is checked against PyTorch with "
                     "onnxruntime. See od2/export.py for the preprocessing (prepare_image).")
     _add_config_args(export)
-    export.add_argument("--weights", help="checkpoint (default: MODEL.WEIGHTS, else OUTPUT_DIR/model_final.pth)")
+    export.add_argument("--weights", help=f"checkpoint: {WEIGHTS_HELP}")
     export.add_argument("--format", choices=["onnx"], default="onnx", help="export format (onnx)")
     export.add_argument("--out", required=True, help="output file, e.g. model.onnx")
     export.add_argument("--size", type=int, nargs=2, metavar=("H", "W"),
@@ -230,7 +245,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
     cfg = load_config(args.config, args.opts)
     setup_logging(None, dist_rank_from_env())
     device = dist.init_distributed(resolve_device(cfg.MODEL.DEVICE))
-    weights = args.weights or cfg.MODEL.WEIGHTS or str(Path(cfg.OUTPUT_DIR) / "model_final.pth")
+    weights = weights_to_load(args.weights, cfg)
     dataset = cfg.DATASETS.TEST[0] if cfg.DATASETS.TEST else None
     if dataset is None:
         raise ConfigError(f"{args.config}: DATASETS.TEST is empty; name the dataset to evaluate on")
@@ -266,7 +281,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
     cfg = load_config(args.config, list(args.opts) + overrides)
     setup_logging(None, 0)
     device = resolve_device(cfg.MODEL.DEVICE)
-    weights = args.weights or cfg.MODEL.WEIGHTS or str(Path(cfg.OUTPUT_DIR) / "model_final.pth")
+    weights = weights_to_load(args.weights, cfg)
     model, class_names = load_trained_model(cfg, weights)
     model = convert_for_inference(model.to(device), cfg)
     summary = predict_images(
@@ -311,7 +326,7 @@ def cmd_export(args: argparse.Namespace) -> int:
 
     cfg = load_config(args.config, args.opts)
     setup_logging(None, 0)
-    weights = args.weights or cfg.MODEL.WEIGHTS or str(Path(cfg.OUTPUT_DIR) / "model_final.pth")
+    weights = weights_to_load(args.weights, cfg)
     model, class_names = load_trained_model(cfg, weights)
     height, width = resolve_input_size(cfg, tuple(args.size) if args.size else None)
     metadata = {"class_names": json.dumps(class_names), "min_size_test": str(cfg.INPUT.MIN_SIZE_TEST),

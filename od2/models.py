@@ -9,7 +9,8 @@ Each builder writes its arguments into a config (od2's defaults plus the keys ea
 with :func:`od2.modeling.build.build_model`, the path ``od2 train --config`` takes: a model built here has the
 modules, parameter names and initialisation of a config file with the same keys, and its checkpoints load in
 ``od2 eval`` / ``od2 predict`` with that file. ``*_config`` returns the config itself (e.g. to train it with
-:class:`od2.engine.trainer.Trainer` after setting ``DATASETS``). Nothing is downloaded.
+:class:`od2.engine.trainer.Trainer` after setting ``DATASETS``). Nothing is downloaded unless ``pretrained_backbone``
+names a URL or ``torchvision://`` weights.
 
 The models take ``uint8 [B, 3, H, W]`` RGB images and ``int64 [B, 2]`` (h, w) sizes; in ``eval()`` mode they return
 one ``dict(boxes=[M, 4] XYXY pixels, scores=[M], labels=[M] in 0..num_classes-1)`` per image, in ``train()`` mode
@@ -33,6 +34,7 @@ from od2.modeling.backbones.utils import load_matching_state_dict
 from od2.modeling.build import build_model
 from od2.modeling.necks import NECKS
 from od2.modeling.retinanet import RetinaNet
+from od2.utils.weight_files import resolve_weights
 
 __all__ = ["BACKBONE_NAMES", "efficientdet_d0", "efficientdet_d0_config", "load_backbone_weights", "retinanet",
            "retinanet_config"]
@@ -81,15 +83,18 @@ def _build(cfg: CfgNode, num_classes: int, pretrained_backbone: WeightsArg) -> R
 
 
 def load_backbone_weights(model: RetinaNet, path: str | os.PathLike) -> None:
-    """Load a local backbone state_dict (torchvision's names, e.g. ``resnet50-11ad3fa6.pth``; prefixes such as
-    ``backbone.body.`` or ``module.`` are detected) into the bare bottom-up backbone of ``model``.
+    """Load a backbone state_dict (torchvision's names, e.g. ``resnet50-11ad3fa6.pth``; prefixes such as
+    ``backbone.body.`` or ``module.`` are detected) into the bare bottom-up backbone of ``model``. ``path`` is a local
+    file or a weights name such as ``torchvision://ResNet50_Weights.IMAGENET1K_V1``
+    (:func:`od2.utils.weight_files.resolve_weights`).
 
     Raises RuntimeError naming the file when it cannot be read (it is loaded with ``weights_only``: a pickle that
     would run code is refused) or when none of its tensors fits (a file of another architecture).
     """
     body = getattr(model.backbone, "body", model.backbone)
+    file = resolve_weights(os.fspath(path))
     try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
+        state = torch.load(file, map_location="cpu", weights_only=True)
     except Exception as exc:  # a truncated, foreign or unsafe (code-running pickle) file: say which
         raise RuntimeError(f"pretrained_backbone {os.fspath(path)!r}: cannot read it: {exc}") from exc
     report = load_matching_state_dict(body, state)
@@ -153,8 +158,9 @@ def retinanet(backbone: str = "resnet50", neck: str = "fpn", num_classes: int = 
         box_loss: MODEL.RETINANET.BBOX_REG_LOSS_TYPE: ``smooth_l1``, ``l1``, ``giou``, ``diou`` or ``ciou``.
         num_convs: MODEL.RETINANET.NUM_CONVS, the convs per head tower.
         pretrained_backbone: ``True`` loads the ImageNet weights shipped offline (MODEL.BACKBONE.PRETRAINED; only
-            ``efficientnet_lite0`` has them); a path loads a local backbone state_dict with torchvision's names
-            (:func:`load_backbone_weights`, like MODEL.WEIGHTS with a backbone file); ``False`` starts from random.
+            ``efficientnet_lite0`` has them); a path or weights name (``torchvision://ResNet50_Weights.IMAGENET1K_V1``)
+            loads a backbone state_dict with torchvision's names (:func:`load_backbone_weights`, like MODEL.WEIGHTS
+            with a backbone file); ``False`` starts from random.
         overrides: any further config keys as ``KEY=VALUE`` strings, applied last, as on the command line
             (``["MODEL.FPN.OUT_CHANNELS=128", "MODEL.RETINANET.SCORE_THRESH_TEST=0.3"]``).
 
@@ -186,12 +192,14 @@ def efficientdet_d0(num_classes: int = 80, *, backbone_norm: str = "FrozenBN", p
     Args:
         num_classes: K; the labels are 0..K-1.
         backbone_norm: MODEL.BACKBONE.NORM; ``FrozenBN`` (default) suits ImageNet weights, ``BN`` trains them.
-        pretrained_backbone: a path to a local torchvision EfficientNet-B0 state_dict (e.g.
-            ``efficientnet_b0_rwightman-7f5810bc.pth``) loaded into the backbone; nothing ships offline for B0.
+        pretrained_backbone: a path to a torchvision EfficientNet-B0 state_dict (e.g.
+            ``efficientnet_b0_rwightman-7f5810bc.pth``) or its name,
+            ``torchvision://EfficientNet_B0_Weights.IMAGENET1K_V1``, loaded into the backbone.
         overrides: any further config keys as ``KEY=VALUE`` strings, applied last.
     """
     if pretrained_backbone is True:
-        raise ValueError("pretrained_backbone=True: no offline ImageNet weights ship for EfficientNet-B0; give the "
-                         "path of a local torchvision efficientnet_b0 state_dict")
+        raise ValueError("pretrained_backbone=True: no offline ImageNet weights ship for EfficientNet-B0; give "
+                         "torchvision://EfficientNet_B0_Weights.IMAGENET1K_V1 or the path of a local torchvision "
+                         "efficientnet_b0 state_dict")
     return _build(efficientdet_d0_config(backbone_norm=backbone_norm, overrides=overrides), num_classes,
                   pretrained_backbone)

@@ -46,8 +46,10 @@ def count(module: torch.nn.Module) -> int:
 
 
 def model_keys_in_use(cfg: CfgNode) -> dict:
-    """MODEL without the sections of the backbone families and necks the config does not select."""
-    registered = {e.section.name for e in [*BACKBONES.values(), *NECKS.values()]}
+    """MODEL without the sections of the backbone families and necks the config does not select, and without
+    WEIGHTS: the initial weights are no part of the architecture (the COCO configs name the ImageNet weights their
+    rows start from; the builders take them as ``pretrained_backbone``)."""
+    registered = {e.section.name for e in [*BACKBONES.values(), *NECKS.values()]} | {"WEIGHTS"}
     used = {BACKBONES[cfg.MODEL.BACKBONE.NAME].section.name, NECKS[cfg.MODEL.NECK.NAME].section.name}
     return {key: value for key, value in cfg.MODEL.items() if key not in registered - used}
 

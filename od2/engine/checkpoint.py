@@ -17,6 +17,7 @@ from typing import Any
 import torch
 
 from od2.utils.atomic_write import atomic_write
+from od2.utils.weight_files import resolve_weights
 
 logger = logging.getLogger(__name__)
 LAST_CHECKPOINT = "last_checkpoint"
@@ -162,10 +163,12 @@ def load_resume_checkpoint(output_dir: str | Path) -> tuple[Path, dict[str, Any]
 
 
 def load_checkpoint(path: str | Path) -> dict[str, Any]:
-    """A checkpoint dict; plain state_dicts (no "model" key) are wrapped as {"model": state_dict}."""
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"checkpoint not found: {path}")
+    """A checkpoint dict; plain state_dicts (no "model" key) are wrapped as {"model": state_dict}.
+
+    ``path`` is a local file or a weights name (``torchvision://``, ``https://``, ``file://``, ``package://``;
+    :func:`od2.utils.weight_files.resolve_weights`), downloaded into torch's hub cache when not there yet.
+    """
+    path = resolve_weights(str(path))
     try:
         data = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # a truncated or foreign file: say which

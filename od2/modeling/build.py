@@ -83,7 +83,8 @@ def build_bottom_up(cfg: CfgNode) -> Backbone:
     if cfg.MODEL.BACKBONE.PRETRAINED and not entry.ships_weights:
         shipped = [name for name, e in BACKBONES.items() if e.ships_weights]
         raise ConfigError(f"MODEL.BACKBONE.PRETRAINED: no offline ImageNet weights ship for {entry.name!r} (only "
-                          f"{', '.join(shipped)}); give a local torchvision state_dict as MODEL.WEIGHTS instead")
+                          f"{', '.join(shipped)}); name torchvision's in MODEL.WEIGHTS instead, e.g. "
+                          "torchvision://ResNet50_Weights.IMAGENET1K_V1, or give a local state_dict")
     return entry.build(cfg.MODEL[entry.section.name], norm_layer, cfg.MODEL.BACKBONE.FREEZE_AT,
                        cfg.MODEL.BACKBONE.PRETRAINED)
 

@@ -18,9 +18,10 @@ REPO = Path(__file__).resolve().parents[2]
 CONFIGS = sorted(p.relative_to(REPO).as_posix() for p in (REPO / "configs").rglob("*.yaml"))
 TRAIN = "every_config_digits_train"
 
-# Small input and batch so that even the ResNet-50 rows take a few seconds on 2 CPU cores.
+# Small input and batch so that even the ResNet-50 rows take a few seconds on 2 CPU cores; random backbones (the COCO
+# rows name torchvision's ImageNet weights, which tests never download).
 SMOKE = [
-    "MODEL.DEVICE=cpu", f"DATASETS.TRAIN=[{TRAIN}]", "DATASETS.TEST=[]", "INPUT.MIN_SIZE_TRAIN=[128]",
+    "MODEL.DEVICE=cpu", "MODEL.WEIGHTS=", f"DATASETS.TRAIN=[{TRAIN}]", "DATASETS.TEST=[]", "INPUT.MIN_SIZE_TRAIN=[128]",
     "INPUT.MAX_SIZE_TRAIN=160", "SOLVER.MAX_ITER=2", "SOLVER.IMS_PER_BATCH=2", "SOLVER.WARMUP_ITERS=1",
     "SOLVER.CHECKPOINT_PERIOD=0", "TEST.EVAL_PERIOD=0", "DATALOADER.NUM_WORKERS=0", "LOG_PERIOD=1",
 ]
@@ -81,6 +82,7 @@ def test_log_row_configs_match_the_log(row):
     assert (solver.LR_DECAY_TYPE, solver.IMS_PER_BATCH) == (decay, batch)
     # the recipe every row shares (original-spec §16)
     assert (model.BACKBONE.NAME, model.RESNETS.DEPTH, model.BACKBONE.NORM) == ("resnet", 50, "FrozenBN")
+    assert model.WEIGHTS == IMAGENET_WEIGHTS["resnet"]
     assert (solver.BASE_LR, solver.WARMUP_ITERS, solver.MAX_ITER, solver.CLIP_NORM) == (0.02, 1000, 120000, 32.0)
     assert list(solver.STEPS) == [80000, 100000] and model.RETINANET.SMOOTH_L1_LOSS_BETA == 1.0
     if decay == "cosine":
@@ -103,6 +105,10 @@ ARCH_ROWS = {
     15: ("EfficientDet-D0-R50", "resnet", "C6C7", "bifpn", "BIFPN", "GN", "swish", 96, 3, "cosine", 128),
 }
 C6C7_SECTION = {"resnet": "RESNETS", "mobilenet_v3_large": "MOBILENETS", "efficientnet_b0": "EFFICIENTNETS"}
+# The torchvision ImageNet weights each row's backbone starts from (its depth is 50 in every ResNet row).
+IMAGENET_WEIGHTS = {"resnet": "torchvision://ResNet50_Weights.IMAGENET1K_V1",
+                    "mobilenet_v3_large": "torchvision://MobileNet_V3_Large_Weights.IMAGENET1K_V1",
+                    "efficientnet_b0": "torchvision://EfficientNet_B0_Weights.IMAGENET1K_V1"}
 
 
 @pytest.mark.parametrize("row", list(ARCH_ROWS))
@@ -111,6 +117,7 @@ def test_architecture_row_configs_match_the_log(row):
     cfg = load_config(REPO / "configs" / "coco" / f"{name}.yaml")
     model, solver = cfg.MODEL, cfg.SOLVER
     assert (model.BACKBONE.NAME, model.BACKBONE.NORM) == (backbone, "FrozenBN")
+    assert model.WEIGHTS == IMAGENET_WEIGHTS[backbone] and model.RESNETS.DEPTH == 50
     extra = model[C6C7_SECTION[backbone]]
     assert extra.MAKE_C6C7 == c6c7
     if c6c7:

@@ -12,7 +12,7 @@ import pytest
 import torch
 from PIL import Image
 
-from od2.cli import main
+from od2.cli import main, weights_to_load
 from od2.config import load_config
 from od2.data.datasets.coco import load_coco_json
 from od2.data.datasets.digits import ensure_digits
@@ -173,3 +173,43 @@ def test_predict_cli_skips_an_image_over_the_pixel_limit_and_predicts_the_others
     predicted = json.loads((out / "images.json").read_text())["images"]
     assert sorted(Path(i["file_name"]).name for i in predicted) == sorted(
         Path(r["file_name"]).name for r in digits_val.records[:2])
+
+
+def test_predict_weights_by_file_url_gives_the_local_files_detections(digits_val, confident_model, tmp_path,
+                                                                      monkeypatch, capsys):
+    """``--weights file://...`` downloads into torch's hub cache ($TORCH_HOME) and predicts exactly as the file."""
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch_home"))
+    weights = tmp_path / "server" / "digits.pth"
+    weights.parent.mkdir()
+    torch.save({"model": confident_model.state_dict(), "class_names": digits_val.class_names}, weights)
+    image = Path(digits_val.records[0]["file_name"])
+    assert main(["predict", "--config", str(CONFIG), "--weights", weights.as_uri(), str(image), "--out",
+                 str(tmp_path / "out"), "--no-draw", "MODEL.DEVICE=cpu"]) == 0
+    cached = tmp_path / "torch_home" / "hub" / "checkpoints" / "digits.pth"
+    assert cached.read_bytes() == weights.read_bytes()
+    cfg = load_config(CONFIG)
+    reference = predict_images(confident_model, [image], tmp_path / "reference", digits_val.class_names,
+                               min_size=cfg.INPUT.MIN_SIZE_TEST, max_size=cfg.INPUT.MAX_SIZE_TEST,
+                               size_divisibility=cfg.INPUT.SIZE_DIVISIBILITY, draw=False, progress=False)
+    detections = json.loads((tmp_path / "out" / "detections.json").read_text())
+    expected = json.loads(reference.detections_json.read_text())
+    assert len(detections) == len(expected) > 0
+    np.testing.assert_allclose([d["bbox"] for d in detections], [d["bbox"] for d in expected], atol=1e-3)
+    np.testing.assert_allclose([d["score"] for d in detections], [d["score"] for d in expected], atol=1e-5)
+    capsys.readouterr()
+    assert main(["predict", "--config", str(CONFIG), "--weights", "torchvision://ResNet50_Weights.NOPE",
+                 str(image)]) == 2
+    assert "ResNet50_Weights has no member 'NOPE'" in capsys.readouterr().err
+
+
+def test_eval_predict_export_prefer_the_runs_trained_model_to_the_configs_initial_weights(tmp_path):
+    """A config that trains from ImageNet weights (MODEL.WEIGHTS names a backbone) evaluates its run's
+    model_final.pth once there is one; --weights overrides both."""
+    cfg = load_config(CONFIG, [f"OUTPUT_DIR={tmp_path}", "MODEL.WEIGHTS=torchvision://ResNet50_Weights.IMAGENET1K_V1"])
+    assert weights_to_load(None, cfg) == "torchvision://ResNet50_Weights.IMAGENET1K_V1"
+    (tmp_path / "model_final.pth").write_bytes(b"")
+    assert weights_to_load(None, cfg) == str(tmp_path / "model_final.pth")
+    assert weights_to_load("mine.pth", cfg) == "mine.pth"
+    cfg.MODEL.WEIGHTS = ""
+    (tmp_path / "model_final.pth").unlink()
+    assert weights_to_load(None, cfg) == str(tmp_path / "model_final.pth")  # so that the missing file is named
