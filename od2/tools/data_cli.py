@@ -46,8 +46,9 @@ def _add_input_args(parser: argparse.ArgumentParser, fmt_flag: str, fmt_required
                         help="the input: coco: the json file; voc: the VOC root folder; yolo: the data.yaml "
                              "(or the folder holding it)")
     parser.add_argument("--images", metavar="DIR",
-                        help="coco only: folder that the json's file_name entries are relative to (default: "
-                             "ROOT/S/ for ROOT/annotations/instances_S.json when it exists, else the json's folder)")
+                        help="coco only: folder that the json's file_name entries are relative to (default: the first "
+                             "of ROOT/S/ for ROOT/annotations/instances_S.json, D/S/ for D/S.json, D/images/, D/ "
+                             "that holds the json's first image)")
 
 
 def _add_stats_parser(data_sub: argparse._SubParsersAction) -> None:
