@@ -5,7 +5,10 @@ trained on them. Tiny datasets written by the ``path_datasets`` fixture, and BCC
 from __future__ import annotations
 
 import json
+import os
 import re
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -14,6 +17,7 @@ from od2.cli import main
 from od2.data import catalog
 from od2.engine.checkpoint import load_checkpoint
 
+REPO = Path(__file__).resolve().parents[1]
 # A small random-weight model on 64-pixel images: one training step and an evaluation take seconds.
 TINY = [
     "MODEL.DEVICE=cpu", "MODEL.BACKBONE.NAME=efficientnet_lite0", "MODEL.BACKBONE.PRETRAINED=false",
@@ -68,7 +72,7 @@ def test_data_stats_show_and_convert_take_each_form(path_datasets, fmt, tmp_path
     assert stats["num_images"] == len(boxes) and stats["num_boxes"] == sum(len(b) for b in boxes.values())
 
     config = tmp_path / "tiny.yaml"
-    config.write_text("_BASE_: " + str(Path(__file__).resolve().parents[1] / "configs/digits/retinanet_lite0.yaml")
+    config.write_text("_BASE_: " + str(REPO / "configs/digits/retinanet_lite0.yaml")
                       + "\n")
     assert main(["data", "stats", "--config", str(config), "--split", "test", "--json",
                  *dataset_overrides(names["train"], names["test"])]) == 0
@@ -106,3 +110,24 @@ def test_bccd_by_path_in_data_stats(bccd_datasets_root, capsys):
     # VOC drops boxes drawn as clicks (xmax <= xmin), which the loader counts as degenerate.
     assert sum(per_class.values()) + stats["skipped"].get("degenerate_box", 0) == len(objects)
     assert set(per_class) == set(objects)
+
+
+@pytest.mark.slow  # trains 2 iterations on BCCD and evaluates its 72 test images
+def test_the_readme_fine_tuning_commands_run_in_bash_on_bccd(bccd_datasets_root, tmp_path):
+    """The README's two commands, as written, in bash, on BCCD by path; `od2` is this checkout's CLI, with a
+    training budget of 2 small iterations appended."""
+    readme = (REPO / "README.md").read_text()
+    block = re.search(r"```bash\n(DATA=[^\n]*\nod2 train --config bccd/[^\n]*\nod2 eval [^\n]*\n)```", readme)
+    assert block, "the README's fine-tuning example (DATA=..., od2 train, od2 eval) was not found"
+    commands = block.group(1).replace("DATA=/data/BCCD", f"DATA={bccd_datasets_root / 'bccd'}", 1)
+    fast = ("SOLVER.MAX_ITER=2 SOLVER.WARMUP_ITERS=0 TEST.EVAL_PERIOD=0 SOLVER.CHECKPOINT_PERIOD=0 "
+            "INPUT.MIN_SIZE_TRAIN=[128] INPUT.MAX_SIZE_TRAIN=192 INPUT.MIN_SIZE_TEST=128 INPUT.MAX_SIZE_TEST=192")
+    script = (f'od2() {{ if [ "$1" = train ]; then "{sys.executable}" -m od2.cli "$@" {fast}; '
+              f'else "{sys.executable}" -m od2.cli "$@"; fi; }}\nset -e\n{commands}')
+    done = subprocess.run(["bash", "-c", script], cwd=tmp_path, capture_output=True, text=True, timeout=600,
+                          env={**os.environ, "PYTHONPATH": str(REPO)})
+    assert done.returncode == 0, done.stderr[-3000:]
+    run = tmp_path / "output" / "my_cells"
+    assert load_checkpoint(run / "model_final.pth")["class_names"] == ["Platelets", "RBC", "WBC"]
+    summary = json.loads((run / "eval" / "coco_summary.json").read_text())
+    assert summary["num_images"] == 72 and summary["dataset"] == f"voc:{bccd_datasets_root / 'bccd'}:test"

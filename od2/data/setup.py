@@ -10,7 +10,7 @@ from dataclasses import replace
 from od2.config import CfgNode, ConfigError
 from od2.utils import comm as dist
 
-from .catalog import get_dataset
+from .catalog import DatasetNotFoundError, get_dataset
 from .class_list import CLASS_NAMES_KEY, relabel, union_of_classes, warn_about_one_sided_classes
 from .image_check import drop_bad_images
 from .loader import build_test_loader, build_train_loader, stitcher_seed
@@ -64,8 +64,9 @@ def config_class_names(cfg: CfgNode, loaded: Mapping[str, DatasetInfo] | None = 
     the datasets in DATASETS.TRAIN and DATASETS.TEST, in order of first appearance (see od2.data.class_list).
 
     Classes with boxes in the training sets but none in a test set, or the other way round, are logged as warnings.
-    A dataset of the other splits than those in ``loaded`` (already loaded) whose files are missing is left out
-    with a warning, so that ``od2 eval`` runs where only the test set is on disk.
+    A dataset not in ``loaded`` (those already loaded) that is unknown or whose files are missing is left out with a
+    warning, so that ``od2 eval`` runs where only the test set is on disk (its own loading reports the error when it
+    is the one asked for).
 
     Raises:
         ConfigError: DATASETS.CLASS_NAMES lists a name twice.
@@ -76,8 +77,8 @@ def config_class_names(cfg: CfgNode, loaded: Mapping[str, DatasetInfo] | None = 
         if name not in loaded:
             try:
                 loaded[name] = get_dataset(name, root)
-            except FileNotFoundError as exc:
-                logger.warning("the class list leaves out dataset %s, whose files are missing (%s)", name, exc)
+            except (FileNotFoundError, DatasetNotFoundError) as exc:
+                logger.warning("the class list leaves out dataset %s, which cannot be loaded: %s", name, exc)
     train = [loaded[name] for name in cfg.DATASETS.TRAIN if name in loaded]
     test = [loaded[name] for name in cfg.DATASETS.TEST if name in loaded]
     if cfg.DATASETS.CLASS_NAMES:
