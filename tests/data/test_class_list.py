@@ -111,3 +111,27 @@ def test_a_training_set_not_on_disk_is_left_out_of_the_class_list(tmp_path, capl
     assert data.class_names == ["cat", "dog"]
     left_out = f"leaves out dataset voc:{tmp_path}/absent:train, which cannot be loaded"
     assert any(left_out in r.getMessage() for r in caplog.records)
+
+
+def test_separate_voc_folders_for_train_and_test(path_datasets, tmp_path, caplog):
+    """The held-out case: a training VOC folder and a test VOC folder that lacks one of its classes and has one of
+    its own, both named by path."""
+    import shutil
+
+    voc = path_datasets.root / "voc"
+    train_root, test_root = tmp_path / "train_voc", tmp_path / "test_voc"
+    shutil.copytree(voc, train_root)
+    shutil.copytree(voc, test_root)
+    xml = test_root / "Annotations" / "c.xml"
+    xml.write_text(xml.read_text().replace("<name>cat</name>", "<name>bird</name>"))
+    for stem in ("a", "b"):  # the test folder holds only its test split
+        (test_root / "Annotations" / f"{stem}.xml").unlink()
+    (test_root / "ImageSets" / "Main" / "train.txt").unlink()
+    cfg = load_config(None, [f"DATASETS.TRAIN=['voc:{train_root}:train']", f"DATASETS.TEST=['voc:{test_root}:test']"])
+    with caplog.at_level(logging.WARNING, logger="od2.data.class_list"):
+        test_data = load_datasets(cfg.DATASETS.TEST, cfg, key="DATASETS.TEST")
+    assert test_data.class_names == ["cat", "dog", "bird"]  # the training folder's sorted names, then the new one
+    assert sorted(names_of_boxes(test_data)) == ["bird", "dog"]
+    messages = " | ".join(r.getMessage() for r in caplog.records)
+    assert f"class 'bird' has 1 boxes in test split voc:{test_root}:test but none in the training set" in messages
+    assert f"class 'cat' has 2 boxes in the training set (voc:{train_root}:train) but none in test split" in messages
