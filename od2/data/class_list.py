@@ -26,6 +26,10 @@ CLASS_NAMES_KEY = "DATASETS.CLASS_NAMES"
 _warned: set[tuple] = set()
 
 
+def _boxes(count: int) -> str:
+    return f"{count} box" if count == 1 else f"{count} boxes"
+
+
 def union_of_classes(datasets: Sequence[DatasetInfo]) -> list[str]:
     """The class names of all ``datasets``, each once, in order of first appearance."""
     return list(dict.fromkeys(name for info in datasets for name in info.class_names))
@@ -58,7 +62,7 @@ def relabel(info: DatasetInfo, class_names: Sequence[str], source: str) -> Datas
     counts = box_counts(info)
     unknown = [name for name in info.class_names if name not in label_of]
     if unknown:
-        raise ValueError(f"dataset {info.name!r}: class {unknown[0]!r} ({counts[unknown[0]]} boxes) is not in the "
+        raise ValueError(f"dataset {info.name!r}: class {unknown[0]!r} ({_boxes(counts[unknown[0]])}) is not in the "
                          f"class list {class_names} ({source}); add it there or name another dataset")
     new_label = np.array([label_of[name] for name in info.class_names], dtype=np.int64)
     records = [{**r, "labels": new_label[r["labels"]]} for r in info.records]
@@ -89,8 +93,9 @@ def warn_about_one_sided_classes(train: Sequence[DatasetInfo], test: Sequence[Da
             continue
         for test_name, counts in test_counts:
             if train and counts[name] and not train_counts[name]:
-                logger.warning("class %r has %d boxes in test split %s but none in the training set (%s): the model "
-                               "cannot learn it, and its AP will be 0", name, counts[name], test_name, train_names)
+                logger.warning("class %r has %s in test split %s but none in the training set (%s): the model "
+                               "cannot learn it, and its AP will be 0", name, _boxes(counts[name]), test_name,
+                               train_names)
             elif train_counts[name] and not counts[name]:
-                logger.warning("class %r has %d boxes in the training set (%s) but none in test split %s: its AP "
-                               "is not measured there", name, train_counts[name], train_names, test_name)
+                logger.warning("class %r has %s in the training set (%s) but none in test split %s: its AP "
+                               "is not measured there", name, _boxes(train_counts[name]), train_names, test_name)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import logging
+import shutil
 from pathlib import Path
 
 import pytest
@@ -116,8 +117,6 @@ def test_a_training_set_not_on_disk_is_left_out_of_the_class_list(tmp_path, capl
 def test_separate_voc_folders_for_train_and_test(path_datasets, tmp_path, caplog):
     """The held-out case: a training VOC folder and a test VOC folder that lacks one of its classes and has one of
     its own, both named by path."""
-    import shutil
-
     voc = path_datasets.root / "voc"
     train_root, test_root = tmp_path / "train_voc", tmp_path / "test_voc"
     shutil.copytree(voc, train_root)
@@ -133,5 +132,5 @@ def test_separate_voc_folders_for_train_and_test(path_datasets, tmp_path, caplog
     assert test_data.class_names == ["cat", "dog", "bird"]  # the training folder's sorted names, then the new one
     assert sorted(names_of_boxes(test_data)) == ["bird", "dog"]
     messages = " | ".join(r.getMessage() for r in caplog.records)
-    assert f"class 'bird' has 1 boxes in test split voc:{test_root}:test but none in the training set" in messages
+    assert f"class 'bird' has 1 box in test split voc:{test_root}:test but none in the training set" in messages
     assert f"class 'cat' has 2 boxes in the training set (voc:{train_root}:train) but none in test split" in messages
