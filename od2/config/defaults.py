@@ -85,6 +85,8 @@ DEFAULTS: dict[str, Any] = {
         "TRAIN": ["coco_2014_train"],
         "TEST": ["coco_2014_minival"],
         "ROOT": "",
+        # Label order of every split; empty: the union of the TRAIN and TEST datasets' classes (od2.data.class_list).
+        "CLASS_NAMES": [],
         "SKIP_CROWD_DURING_TRAINING": True,
     },
     "DATALOADER": {
@@ -136,6 +138,7 @@ RETIRED_KEYS: dict[str, str] = {
 LIST_ITEM_TYPES: dict[str, type] = {
     "MODEL.PIXEL_MEAN": float,
     "MODEL.PIXEL_STD": float,
+    "DATASETS.CLASS_NAMES": str,
 }
 
 # Where a number must lie, checked when a file or override sets it (for a list: each of its numbers, however deeply

@@ -11,15 +11,21 @@ else ``./datasets``. The layout follows detectron2::
     {root}/digits/                                             (generated on first use)
 
 User datasets: :func:`register_coco_instances`, :func:`register_voc` and :func:`register_yolo`
-give a COCO json, a VOC split or a YOLO split a name. A YOLO split can also be named directly,
-without registering, as ``"yolo:PATH/data.yaml:SPLIT"``, e.g. in a config::
+give a COCO json, a VOC split or a YOLO split a name. They can also be named by path, without
+registering (so from the command line and in configs)::
+
+    coco:ANNOTATIONS.json[:IMAGE_DIR]   e.g. coco:datasets/pets/annotations/instances_train.json
+    voc:ROOT:SPLIT                      e.g. voc:datasets/BCCD:train  (ROOT/ImageSets/Main/SPLIT.txt)
+    yolo:PATH/data.yaml:SPLIT           e.g. yolo:datasets/pets/data.yaml:val
 
     DATASETS:
-      TRAIN: ["yolo:datasets/pets/data.yaml:train"]
-      TEST: ["yolo:datasets/pets/data.yaml:val"]
+      TRAIN: ["voc:datasets/BCCD:train"]
+      TEST: ["voc:datasets/BCCD:test"]
 
-A relative ``PATH`` is looked up from the current directory, then under the datasets root; the
-split is the text after the last ``:`` (so Windows drive letters work). See docs/datasets.md.
+A relative path is looked up from the current directory, then under the datasets root. Without
+IMAGE_DIR a COCO json's images are looked for as
+:func:`od2.data.datasets.coco.coco_image_root_candidates` says. ``voc:`` and ``yolo:`` take the
+split after the last ``:``; a ``coco:`` path may not hold a ``:``. See docs/datasets.md.
 
 Parsed datasets are cached per (name, root) for the life of the process; callers share the
 cached object and must not modify it.
@@ -50,6 +56,8 @@ __all__ = [
 ]
 
 DATASETS_ENV = "OD2_DATASETS"
+COCO_PREFIX = "coco:"
+VOC_PREFIX = "voc:"
 YOLO_PREFIX = "yolo:"
 BCCD_CLASSES = ("Platelets", "RBC", "WBC")
 
@@ -90,20 +98,21 @@ def get_dataset(name: str, root: str | os.PathLike | None = None) -> DatasetInfo
     Args:
         name: a built-in name (see :func:`list_datasets`), one registered with
             :func:`register_coco_instances` / :func:`register_voc` / :func:`register_yolo`, or
+            a dataset named by path: ``"coco:ANNOTATIONS.json[:IMAGE_DIR]"``, ``"voc:ROOT:SPLIT"`` or
             ``"yolo:PATH/data.yaml:SPLIT"`` (see the module docstring).
-        root: datasets root for built-in datasets and relative ``yolo:`` paths (registered ones
-            ignore it); default :func:`default_root`.
+        root: datasets root for built-in datasets and relative paths (registered ones ignore it);
+            default :func:`default_root`.
 
     Raises:
-        DatasetNotFoundError: unknown name, or a ``yolo:`` name without ``:SPLIT``; the message
-            suggests close matches.
+        DatasetNotFoundError: unknown name, or a path name without its parts (``:SPLIT``); the
+            message suggests close matches or shows the form.
         FileNotFoundError: the dataset's files are missing; the message names the expected path.
     """
-    if name.startswith(YOLO_PREFIX) and name not in _registered:
-        data_yaml, split = _resolve_yolo_name(name, root)
-        key = (name, str(data_yaml))
+    path_loader = _PATH_NAMES.get(name.split(":", 1)[0] + ":") if ":" in name else None
+    if path_loader is not None and name not in _registered:
+        key, load = path_loader(name, root)
         if key not in _cache:
-            _cache[key] = load_yolo(data_yaml, split, name=name)
+            _cache[key] = load()
         return _cache[key]
     if name in _BUILTINS:
         root_path = Path(root) if root is not None else default_root()
@@ -211,6 +220,52 @@ def _resolve_yolo_name(name: str, root: str | os.PathLike | None) -> tuple[Path,
     )
 
 
+def _resolve_path(name: str, path: str, what: str, root: str | os.PathLike | None, is_dir: bool = False) -> Path:
+    """The absolute path of ``path`` from dataset ``name``: as given when absolute, else from the current directory,
+    then under the datasets root; a FileNotFoundError naming ``what`` and the places looked at."""
+    candidates = [Path(path)]
+    if not Path(path).is_absolute():
+        candidates.append((Path(root) if root is not None else default_root()) / path)
+    for candidate in candidates:
+        if candidate.is_dir() if is_dir else candidate.is_file():
+            return Path(os.path.abspath(candidate))
+    looked = " and ".join(str(Path(os.path.abspath(c))) for c in candidates)
+    raise FileNotFoundError(f"dataset {name!r}: {what} {path!r} not found (looked for {looked})")
+
+
+def _coco_path_name(name: str, root: str | os.PathLike | None) -> tuple[tuple[str, str], Callable[[], DatasetInfo]]:
+    """``"coco:ANNOTATIONS.json[:IMAGE_DIR]"`` -> (cache key, loader)."""
+    parts = name[len(COCO_PREFIX):].split(":")
+    form = "name a COCO json as 'coco:ANNOTATIONS.json' or 'coco:ANNOTATIONS.json:IMAGE_DIR'"
+    if len(parts) > 2:
+        raise DatasetNotFoundError(f"dataset name {name!r}: a path holds ':', which a coco: name cannot tell from the "
+                                   f"':' before IMAGE_DIR; {form}, with paths free of ':' (or give a folder without "
+                                   "':' a link), or use register_coco_instances in Python")
+    if not parts[0] or (len(parts) == 2 and not parts[1]):
+        raise DatasetNotFoundError(f"dataset name {name!r}: {form}, e.g. 'coco:datasets/pets/annotations/"
+                                   "instances_train.json'")
+    json_file = _resolve_path(name, parts[0], "COCO annotation file", root)
+    image_root = _resolve_path(name, parts[1], "image folder", root, is_dir=True) if len(parts) == 2 else None
+    return (name, f"{json_file}:{image_root}"), lambda: load_coco_json(json_file, image_root, name=name)
+
+
+def _voc_path_name(name: str, root: str | os.PathLike | None) -> tuple[tuple[str, str], Callable[[], DatasetInfo]]:
+    """``"voc:ROOT:SPLIT"`` -> (cache key, loader); the split is the text after the last ``:``."""
+    path, sep, split = name[len(VOC_PREFIX):].rpartition(":")
+    if not sep or not path or not split:
+        raise DatasetNotFoundError(f"dataset name {name!r}: a VOC split is named 'voc:ROOT:SPLIT', where ROOT holds "
+                                   "Annotations/, JPEGImages/ and ImageSets/Main/SPLIT.txt, e.g. "
+                                   "'voc:datasets/BCCD:train'")
+    voc_root = _resolve_path(name, path, "VOC root folder", root, is_dir=True)
+    return (name, str(voc_root)), lambda: load_voc(voc_root, split, name=name)
+
+
+def _yolo_path_name(name: str, root: str | os.PathLike | None) -> tuple[tuple[str, str], Callable[[], DatasetInfo]]:
+    """``"yolo:PATH/data.yaml:SPLIT"`` -> (cache key, loader)."""
+    data_yaml, split = _resolve_yolo_name(name, root)
+    return (name, str(data_yaml)), lambda: load_yolo(data_yaml, split, name=name)
+
+
 def _register(name: str, load: _Loader) -> None:
     """Add a user registration; names must be new."""
     if name in _BUILTINS or name in _registered:
@@ -272,3 +327,5 @@ def _require_path(name: str, path: Path, layout: str, root: Path | None = None) 
 
 
 _BUILTINS: dict[str, _Loader] = _make_builtin_loaders()
+# Prefix of a dataset named by path -> its parser, which returns the cache key and the loader.
+_PATH_NAMES = {COCO_PREFIX: _coco_path_name, VOC_PREFIX: _voc_path_name, YOLO_PREFIX: _yolo_path_name}

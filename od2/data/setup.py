@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import logging
+from collections import Counter
+from collections.abc import Mapping
 from dataclasses import replace
 
-from od2.config import CfgNode
+from od2.config import CfgNode, ConfigError
 from od2.utils import comm as dist
 
-from .catalog import get_dataset
+from .catalog import DatasetNotFoundError, get_dataset
+from .class_list import CLASS_NAMES_KEY, relabel, union_of_classes, warn_about_one_sided_classes
 from .image_check import drop_bad_images
 from .loader import build_test_loader, build_train_loader, stitcher_seed
 from .records import DatasetInfo
@@ -17,26 +20,25 @@ logger = logging.getLogger(__name__)
 
 
 def load_datasets(names: list[str], cfg: CfgNode, key: str = "DATASETS.TRAIN") -> DatasetInfo:
-    """The named datasets (DATASETS.TRAIN may list several), concatenated; class lists must agree.
+    """The named datasets (DATASETS.TRAIN may list several), concatenated, labelled by the config's class list
+    (:func:`config_class_names`).
 
     Their images are checked (od2.data.image_check: cached, in DATALOADER.NUM_WORKERS processes) and the bad ones
     left out or refused as DATALOADER.BAD_IMAGES, MAX_BAD_IMAGE_SHARE and INPUT.MAX_IMAGE_PIXELS say. ``key`` is
     the config key that named them, for the errors.
 
     Raises:
-        ValueError: no name, a dataset without images, or datasets whose class lists differ; the message
-            names the dataset and ``key``.
+        ValueError: no name, a dataset without images, or a dataset with a class that DATASETS.CLASS_NAMES lacks;
+            the message names the dataset and ``key``.
     """
     if not names:
         raise ValueError(f"{key} is empty: name at least one dataset (e.g. digits_train)")
-    infos = [get_dataset(name, cfg.DATASETS.ROOT or None) for name in names]
+    infos = datasets_with_config_classes(names, cfg)
     for info in infos:
         if not info.records:
             raise ValueError(f"dataset {info.name!r} ({key}) has no images: check its annotation file and image "
                              "folder, or name another dataset")
     first = infos[0]
-    for info in infos[1:]:
-        require_same_classes(first, info)
     merged = first if len(infos) == 1 else replace(first, name="+".join(names),
                                                    records=[r for i in infos for r in i.records])
     merged = drop_bad_images(merged, policy=cfg.DATALOADER.BAD_IMAGES, max_share=cfg.DATALOADER.MAX_BAD_IMAGE_SHARE,
@@ -46,6 +48,49 @@ def load_datasets(names: list[str], cfg: CfgNode, key: str = "DATASETS.TRAIN") -
     logger.info("dataset %s: %d images, %d boxes, %d classes", merged.name, len(merged.records), num_boxes,
                 len(merged.class_names))
     return merged
+
+
+def datasets_with_config_classes(names: list[str], cfg: CfgNode) -> list[DatasetInfo]:
+    """The named datasets (unchecked images), each labelled by the config's class list."""
+    root = cfg.DATASETS.ROOT or None
+    infos = {name: get_dataset(name, root) for name in names}
+    class_names = config_class_names(cfg, infos)
+    source = CLASS_NAMES_KEY if cfg.DATASETS.CLASS_NAMES else "the classes of DATASETS.TRAIN and DATASETS.TEST"
+    return [relabel(infos[name], class_names, source) for name in names]
+
+
+def config_class_names(cfg: CfgNode, loaded: Mapping[str, DatasetInfo] | None = None) -> list[str]:
+    """The class list of every dataset of ``cfg``: DATASETS.CLASS_NAMES when set, else the union of the classes of
+    the datasets in DATASETS.TRAIN and DATASETS.TEST, in order of first appearance (see od2.data.class_list).
+
+    Classes with boxes in the training sets but none in a test set, or the other way round, are logged as warnings.
+    A dataset not in ``loaded`` (those already loaded) that is unknown or whose files are missing is left out with a
+    warning, so that ``od2 eval`` runs where only the test set is on disk (its own loading reports the error when it
+    is the one asked for).
+
+    Raises:
+        ConfigError: DATASETS.CLASS_NAMES lists a name twice.
+    """
+    loaded = dict(loaded or {})
+    root = cfg.DATASETS.ROOT or None
+    for name in [*cfg.DATASETS.TRAIN, *cfg.DATASETS.TEST]:
+        if name not in loaded:
+            try:
+                loaded[name] = get_dataset(name, root)
+            except (FileNotFoundError, DatasetNotFoundError) as exc:
+                logger.warning("the class list leaves out dataset %s, which cannot be loaded: %s", name, exc)
+    train = [loaded[name] for name in cfg.DATASETS.TRAIN if name in loaded]
+    test = [loaded[name] for name in cfg.DATASETS.TEST if name in loaded]
+    if cfg.DATASETS.CLASS_NAMES:
+        class_names = list(cfg.DATASETS.CLASS_NAMES)
+        twice = [name for name, count in Counter(class_names).items() if count > 1]
+        if twice:
+            raise ConfigError(f"{CLASS_NAMES_KEY} lists {twice[0]!r} twice")
+    else:
+        order = dict.fromkeys([*cfg.DATASETS.TRAIN, *cfg.DATASETS.TEST, *loaded])
+        class_names = union_of_classes([loaded[name] for name in order if name in loaded])
+    warn_about_one_sided_classes(train, test, class_names)
+    return class_names
 
 
 def require_same_classes(first: DatasetInfo, other: DatasetInfo) -> None:

@@ -125,9 +125,10 @@ def read_dataset(
         fmt: ``"coco"`` (``path`` = the json), ``"voc"`` (``path`` = the VOC root) or ``"yolo"``
             (``path`` = the data.yaml, or a folder holding ``data.yaml``).
         split: VOC split / YOLO split key (default ``train``); unused for COCO.
-        image_root: COCO only: the folder image ``file_name`` entries are relative to. Default: for
-            ``.../annotations/instances_{S}.json`` the folder ``.../{S}/`` when it exists (the layout
-            :func:`write_dataset` writes), else the json's folder.
+        image_root: COCO only: the folder image ``file_name`` entries are relative to. Default: the
+            first folder of :func:`od2.data.datasets.coco.coco_image_root_candidates` that holds the json's
+            first image (``.../{S}/`` for ``.../annotations/instances_{S}.json``, the layout
+            :func:`write_dataset` writes, comes first).
         name: dataset name (default: the loader's).
 
     Raises:
@@ -135,8 +136,6 @@ def read_dataset(
     """
     path = Path(path)
     if fmt == "coco":
-        if image_root is None:
-            image_root = _guess_coco_image_root(path)
         return load_coco_json(path, image_root, name=name)
     if fmt == "voc":
         if not path.is_dir():
@@ -147,15 +146,6 @@ def read_dataset(
             path = path / "data.yaml"
         return load_yolo(path, split or "train", name=name)
     raise ValueError(f"unknown dataset format {fmt!r}; expected one of {', '.join(FORMATS)}")
-
-
-def _guess_coco_image_root(json_file: Path) -> Path:
-    stem = json_file.stem.removeprefix("instances_")
-    if json_file.parent.name == "annotations":
-        candidate = json_file.parent.parent / stem
-        if candidate.is_dir():
-            return candidate
-    return json_file.parent
 
 
 # ----------------------------------------------------------------------------- writing

@@ -25,16 +25,23 @@ DATA_EPILOG = """examples:
   od2 data stats --config configs/bccd/retinanet_lite0.yaml --split test
   od2 data stats --dataset bccd_train
   od2 data stats --dataset yolo:datasets/pets/data.yaml:val
+  od2 data stats --dataset voc:datasets/BCCD:test
+  od2 data stats --dataset coco:datasets/pets/annotations/instances_val.json
   od2 data stats --format coco --input annotations/instances_val2017.json
   od2 data convert --from voc --input datasets/bccd --split train --to yolo --out datasets/bccd_yolo
   od2 data convert --from yolo --input datasets/bccd_yolo/data.yaml --split train --to coco --out datasets/bccd_coco
   od2 data convert --from coco --input coco/annotations/instances_val2017.json --images coco/val2017 \\
-      --to voc --out datasets/coco_voc --link"""
+      --to voc --out datasets/coco_voc --link
+  od2 data convert --dataset voc:datasets/BCCD:test --to coco --out datasets/bccd_coco"""
 
 
 def _wrap(text: str) -> str:
     """Wrap a description for the raw formatter (kept raw so that the examples epilog keeps its lines)."""
     return textwrap.fill(text, width=100)
+
+
+DATASET_HELP = ("a dataset name: built-in (bccd_train, coco_2017_val, ...; under $OD2_DATASETS or ./datasets), "
+                "or by path: coco:ANNOTATIONS.json[:IMAGE_DIR], voc:ROOT:SPLIT, yolo:PATH/data.yaml:SPLIT")
 
 
 def _add_input_args(parser: argparse.ArgumentParser, fmt_flag: str, fmt_required: bool) -> None:
@@ -46,8 +53,9 @@ def _add_input_args(parser: argparse.ArgumentParser, fmt_flag: str, fmt_required
                         help="the input: coco: the json file; voc: the VOC root folder; yolo: the data.yaml "
                              "(or the folder holding it)")
     parser.add_argument("--images", metavar="DIR",
-                        help="coco only: folder that the json's file_name entries are relative to (default: "
-                             "ROOT/S/ for ROOT/annotations/instances_S.json when it exists, else the json's folder)")
+                        help="coco only: folder that the json's file_name entries are relative to (default: the first "
+                             "of ROOT/S/ for ROOT/annotations/instances_S.json, D/S/ for D/S.json, D/images/, D/ "
+                             "that holds the json's first image)")
 
 
 def _add_stats_parser(data_sub: argparse._SubParsersAction) -> None:
@@ -61,10 +69,10 @@ def _add_stats_parser(data_sub: argparse._SubParsersAction) -> None:
         epilog=DATA_EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
     source = stats.add_mutually_exclusive_group(required=True)
     source.add_argument("--config", metavar="FILE",
-                        help="YAML config: report the datasets it trains on (--split train) or tests on (--split test)")
-    source.add_argument("--dataset", metavar="NAME",
-                        help="a catalog dataset name (bccd_train, coco_2017_val, yolo:PATH/data.yaml:SPLIT, ...); "
-                             "built-in datasets are looked up under $OD2_DATASETS or ./datasets")
+                        help="YAML config: report the datasets it trains on (--split train) or tests on "
+                             "(--split test), labelled by the config's class list (DATASETS.CLASS_NAMES, else all its "
+                             "splits' classes)")
+    source.add_argument("--dataset", metavar="NAME", help=DATASET_HELP)
     source.add_argument("--format", dest="format", choices=FORMATS,
                         help="read files directly: coco, voc or yolo (with --input; see --images, --split)")
     stats.add_argument("--input", metavar="PATH",
@@ -90,13 +98,16 @@ def _add_convert_parser(data_sub: argparse._SubParsersAction) -> None:
                     "Prints what was written and the image and box counts before and after (read back from OUT). "
                     "Crowd (COCO) and difficult (VOC) are the same flag; YOLO has none, so such boxes are dropped "
                     "and counted (or kept as ordinary boxes with --keep-crowd). Clashing image names are renamed "
-                    "STEM_1, STEM_2, ...; details in docs/datasets.md."),
+                    "STEM_1, STEM_2, ...; details in docs/datasets.md. Name the input with --from and --input, or with "
+                    "--dataset."),
         epilog=DATA_EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
-    _add_input_args(convert, "--from", fmt_required=True)
+    _add_input_args(convert, "--from", fmt_required=False)
+    convert.add_argument("--dataset", metavar="NAME", help=DATASET_HELP + " (instead of --from and --input)")
     convert.add_argument("--split", metavar="S",
                          help="input split (voc: ImageSets/Main/S.txt; yolo: the data.yaml key; default train) "
                               "and the output split's name (coco input: default the json name without "
-                              "'instances_')")
+                              "'instances_'; --dataset: default the name's split, for a built-in name the text "
+                              "after its last '_')")
     convert.add_argument("--to", required=True, choices=FORMATS, help="output format: coco, voc or yolo")
     convert.add_argument("--out", required=True, metavar="PATH", help="output folder (created; see the layout above)")
     convert.add_argument("--link", nargs="?", const="hardlink", choices=("hardlink", "symlink"), default="copy",
@@ -155,6 +166,16 @@ def _default_split(fmt: str, path: str, split: str | None) -> str:
     return "train"
 
 
+def _split_of_name(name: str) -> str:
+    """The output split of ``od2 data convert --dataset NAME``: a path name's split, a built-in name's last word."""
+    prefix, _, body = name.partition(":")
+    if not body:
+        return name.rpartition("_")[2]
+    if prefix == "coco":
+        return Path(body.split(":")[0]).stem.removeprefix("instances_")
+    return body.rpartition(":")[2]
+
+
 def _read_input(args: argparse.Namespace):
     from od2.tools.convert import read_dataset
 
@@ -178,6 +199,7 @@ def cmd_stats(args: argparse.Namespace) -> int:
         raise ValueError(f"KEY=VALUE overrides need --config: {' '.join(args.opts)}")
     if args.config:
         from od2.config import load_config
+        from od2.data.setup import datasets_with_config_classes
 
         cfg = load_config(args.config, args.opts)
         split = args.split or "train"
@@ -186,7 +208,7 @@ def cmd_stats(args: argparse.Namespace) -> int:
         names = list(cfg.DATASETS.TRAIN if split == "train" else cfg.DATASETS.TEST)
         if not names:
             raise ValueError(f"{args.config}: DATASETS.{split.upper()} is empty")
-        infos = [get_dataset(name, cfg.DATASETS.ROOT or None) for name in names]
+        infos = datasets_with_config_classes(names, cfg)
         max_pixels = cfg.INPUT.MAX_IMAGE_PIXELS
     elif args.dataset:
         infos = [get_dataset(args.dataset)]
@@ -206,10 +228,21 @@ def cmd_stats(args: argparse.Namespace) -> int:
 
 
 def cmd_convert(args: argparse.Namespace) -> int:
+    from od2.data.catalog import get_dataset
     from od2.tools.convert import coco_output_paths, read_dataset, write_dataset
 
-    info = _read_input(args)
-    split = _default_split(args.format, args.input, args.split)
+    if args.dataset:
+        if args.format or args.input or args.images:
+            raise ValueError("name the input with --dataset or with --from and --input, not both")
+        info = get_dataset(args.dataset)
+        split = args.split or _split_of_name(args.dataset)
+        source = args.dataset
+    else:
+        if not args.format:
+            raise ValueError("name the input: --dataset NAME, or --from FORMAT with --input PATH")
+        info = _read_input(args)
+        split = _default_split(args.format, args.input, args.split)
+        source = f"{args.format} {args.input}"
     summary = write_dataset(info, args.to, args.out, split, link=args.link, overwrite=args.overwrite,
                             keep_crowd=args.keep_crowd)
     if args.to == "coco":
@@ -225,7 +258,7 @@ def cmd_convert(args: argparse.Namespace) -> int:
     print(f"wrote {args.to.upper()}: {where}")
     renamed = f"; {summary.renamed} renamed to avoid name clashes" if summary.renamed else ""
     print(f"  image files: {placed}{renamed}")
-    print(f"  before ({args.format} {args.input}): {len(info.records)} images, {before_boxes} boxes, "
+    print(f"  before ({source}): {len(info.records)} images, {before_boxes} boxes, "
           f"{info.num_classes} classes")
     print(f"  after  (read back from {args.out}): {len(back.records)} images, {after_boxes} boxes, "
           f"{back.num_classes} classes")

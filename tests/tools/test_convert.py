@@ -248,8 +248,10 @@ def test_cli_convert_errors(tmp_path, capsys):
     assert main(["data", "convert", "--from", "yolo", "--input", str(bad), "--to", "coco", "--out",
                  str(tmp_path / "c")]) == 2
     assert f"{bad / 'labels' / 'x.txt'}:1: 4 fields" in capsys.readouterr().err
-    with pytest.raises(SystemExit):
-        main(["data", "convert", "--from", "coco", "--to", "voc", "--out", "x"])  # --input is required
+    assert main(["data", "convert", "--from", "coco", "--to", "voc", "--out", "x"]) == 2
+    assert "--input PATH is required with --from" in capsys.readouterr().err
+    assert main(["data", "convert", "--to", "voc", "--out", "x"]) == 2
+    assert "--dataset NAME, or --from FORMAT with --input PATH" in capsys.readouterr().err
 
 
 # ----------------------------------------------------------------------------- BCCD

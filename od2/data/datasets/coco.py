@@ -13,14 +13,14 @@ import numpy as np
 
 from od2.data.records import DatasetInfo, ImageRecord, clean_boxes, make_record
 
-__all__ = ["load_coco_json"]
+__all__ = ["coco_image_root_candidates", "load_coco_json"]
 
 logger = logging.getLogger(__name__)
 
 
 def load_coco_json(
     json_file: str | os.PathLike,
-    image_root: str | os.PathLike,
+    image_root: str | os.PathLike | None = None,
     name: str | None = None,
     *,
     keep_segmentation: bool = False,
@@ -40,13 +40,17 @@ def load_coco_json(
 
     Args:
         json_file: the annotation file.
-        image_root: folder that image ``file_name`` entries are relative to.
+        image_root: folder that image ``file_name`` entries are relative to. None: the first of
+            :func:`coco_image_root_candidates` that holds the json's first image (the json's folder
+            when it lists no image).
         name: dataset name for messages and ``DatasetInfo.name``; default: the json file's stem.
 
     Raises:
         ValueError: the file is not valid JSON, lacks a required key, has a duplicate image id,
             an annotation refers to an unknown category or image, or a box is not finite.
             The message names the file.
+        FileNotFoundError: ``image_root`` is None and no candidate folder holds the first image; the
+            message names the folders tried.
     """
     json_file = Path(json_file)
     name = name if name is not None else json_file.stem
@@ -58,6 +62,8 @@ def load_coco_json(
     category_ids, class_names = _parse_categories(categories, json_file)
     label_of = {cid: k for k, cid in enumerate(category_ids)}
     image_index = _index_images(images, json_file)
+    if image_root is None:
+        image_root = _find_image_root(json_file, images)
     ann_ids, img_idx, labels, iscrowd, xywh = _parse_annotations(
         annotations, json_file, label_of, image_index, keep_segmentation
     )
@@ -93,6 +99,41 @@ def load_coco_json(
         category_ids=category_ids,
         coco_gt=coco,
         skipped=skipped,
+    )
+
+
+def coco_image_root_candidates(json_file: str | os.PathLike) -> list[Path]:
+    """The folders a COCO json's images are looked for in when no image folder is named, in order:
+
+    1. ``{D}/../{S}/`` for ``{D}/annotations/instances_{S}.json`` or ``{D}/annotations/{S}.json``: COCO's own layout,
+       which ``od2 data convert --to coco`` writes;
+    2. ``{D}/{S}/`` for ``{D}/{S}.json``: a folder named after the json, beside it;
+    3. ``{D}/images/``: the folder beside the json most exports use;
+    4. ``{D}/``: the json's own folder.
+    """
+    json_file = Path(json_file)
+    folder, stem = json_file.parent, json_file.stem
+    candidates = []
+    if folder.name == "annotations":
+        candidates.append(folder.parent / stem.removeprefix("instances_"))
+    candidates += [folder / stem, folder / "images", folder]
+    return list(dict.fromkeys(candidates))
+
+
+def _find_image_root(json_file: Path, images: list[dict]) -> Path:
+    """The first of :func:`coco_image_root_candidates` holding the json's first image (the json's folder when the
+    json lists none), or a FileNotFoundError naming the folders tried."""
+    candidates = coco_image_root_candidates(json_file)
+    if not images:
+        return json_file.parent
+    first = str(images[0]["file_name"])
+    for candidate in candidates:
+        if (candidate / first).is_file():
+            return candidate
+    tried = ", ".join(f"{c}/" for c in candidates)
+    raise FileNotFoundError(
+        f"{json_file}: the folder of its images was not named and its first image {first!r} is in none of the "
+        f"folders tried: {tried}. Name the folder: coco:ANNOTATIONS.json:IMAGE_DIR (or --images DIR)"
     )
 
 
