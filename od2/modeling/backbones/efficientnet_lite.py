@@ -50,12 +50,13 @@ class NormAfterConv(nn.Module):
     norm fits: ``[B, C, H, W] -> [B, C, H, W]``. A norm that reads the conv's kernel (spectral norm,
     ``takes_conv_weight``) gets ``conv.weight``."""
 
-    def __init__(self, norm: nn.Module, act: nn.Module, conv: nn.Conv2d) -> None:
+    def __init__(self, norm: nn.Module, act: nn.Module, conv: nn.Conv2d | None) -> None:
         super().__init__()
         self.norm, self.act = norm, act
         self.takes_conv_weight = getattr(norm, "takes_conv_weight", False)
-        # A plain attribute, not a submodule: the conv is registered (and saved) in the block that owns it.
-        object.__setattr__(self, "conv", conv)
+        # A plain attribute, not a submodule: the conv is registered (and saved) in the block that owns it. Kept only
+        # where the norm reads it, so that no other norm holds a conv that a conversion might replace.
+        object.__setattr__(self, "conv", conv if self.takes_conv_weight else None)
 
     def forward(self, x: Tensor) -> Tensor:
         return self.act(self.norm(x, self.conv.weight) if self.takes_conv_weight else self.norm(x))
