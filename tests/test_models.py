@@ -159,7 +159,7 @@ def test_pretrained_backbone_loads_a_local_torchvision_file(tmp_path):
 def test_pretrained_true_loads_the_offline_lite0_weights():
     model = retinanet("efficientnet_lite0", num_classes=2, pretrained_backbone=True)
     shipped = torch.load(pretrained_weights_path(), map_location="cpu", weights_only=True)
-    torch.testing.assert_close(model.backbone.stem.conv.weight, shipped["_conv_stem.weight"], rtol=0, atol=0)
+    torch.testing.assert_close(model.backbone.conv_stem.weight, shipped["_conv_stem.weight"], rtol=0, atol=0)
     with pytest.raises(ValueError, match="no offline ImageNet weights ship for EfficientNet-B0"):
         efficientdet_d0(pretrained_backbone=True)
 

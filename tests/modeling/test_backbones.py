@@ -1,4 +1,5 @@
-"""Backbones: output contract, freezing, frozen BN, EfficientNet-Lite0 weights and TF padding, checkpoint loading."""
+"""Backbones: output contract, freezing, frozen BN, EfficientNet-Lite0 weights and TF padding, checkpoint loading
+(EfficientNet-Lite1/2, the reference network and old checkpoints: test_efficientnet_lite.py)."""
 
 from __future__ import annotations
 
@@ -7,15 +8,16 @@ import math
 import matplotlib.cbook
 import numpy as np
 import pytest
+import timm
 import torch
 import torch.nn.functional as F
 import torchvision
 from PIL import Image
 from sklearn.datasets import load_sample_image
+from timm.layers import Conv2dSame as TimmConv2dSame
 from torch import nn
 from torchvision.ops import FrozenBatchNorm2d
 
-from od2.layers import ConvNormAct
 from od2.layers.same_padding import Conv2dSame
 from od2.modeling.backbones import (
     BACKBONES,
@@ -25,7 +27,7 @@ from od2.modeling.backbones import (
     convert_to_frozen_bn,
     load_matching_state_dict,
 )
-from od2.modeling.backbones.efficientnet_lite import pretrained_weights_path
+from od2.modeling.backbones.efficientnet_lite import NormAfterConv, pretrained_weights_path
 
 RESNET_CHANNELS = {18: (128, 256, 512), 34: (128, 256, 512), 50: (512, 1024, 2048), 101: (512, 1024, 2048)}
 
@@ -169,21 +171,16 @@ def test_convert_to_frozen_bn_matches_eval_batchnorm() -> None:
 
 
 def test_lite0_loads_every_tensor(lite0: EfficientNetLite0, lite0_file: dict[str, torch.Tensor]) -> None:
-    key_map = lite0.checkpoint_key_map()
-    state = lite0.state_dict()
-    assert set(key_map) == set(state) and len(set(key_map.values())) == len(key_map)
-    for ours, theirs in key_map.items():
-        assert torch.equal(state[ours], lite0_file[theirs]), ours
-    # Spot checks written by hand from the file's layout, independent of checkpoint_key_map.
-    assert torch.equal(lite0.stem.conv.weight, lite0_file["_conv_stem.weight"])
-    assert torch.equal(lite0.stem.norm_act.norm.running_var, lite0_file["_bn0.running_var"])
-    assert isinstance(lite0.stages[0][0].expand, nn.Identity)  # block 0 has no expand conv
-    assert torch.equal(lite0.stages[0][0].depthwise.norm_act.norm.bias, lite0_file["_blocks.0._bn1.bias"])
-    assert torch.equal(lite0.stages[2][1].depthwise.conv.weight, lite0_file["_blocks.4._depthwise_conv.weight"])
-    assert torch.equal(lite0.stages[4][0].expand.norm_act.norm.weight, lite0_file["_blocks.8._bn0.weight"])
-    project_norm = lite0.stages[6][0].project.norm_act.norm
-    assert torch.equal(project_norm.running_mean, lite0_file["_blocks.15._bn2.running_mean"])
-    assert sum(len(stage) for stage in lite0.stages) == 16
+    # Spot checks written by hand from the file's layout (lukemelas: 16 flat blocks) against timm's (7 stages).
+    assert torch.equal(lite0.conv_stem.weight, lite0_file["_conv_stem.weight"])
+    assert torch.equal(lite0.bn1.norm.running_var, lite0_file["_bn0.running_var"])
+    assert not hasattr(lite0.blocks[0][0], "conv_pwl")  # block 0 has no expand conv: depthwise then pointwise
+    assert torch.equal(lite0.blocks[0][0].bn1.norm.bias, lite0_file["_blocks.0._bn1.bias"])
+    assert torch.equal(lite0.blocks[0][0].conv_pw.weight, lite0_file["_blocks.0._project_conv.weight"])
+    assert torch.equal(lite0.blocks[2][1].conv_dw.weight, lite0_file["_blocks.4._depthwise_conv.weight"])
+    assert torch.equal(lite0.blocks[4][0].bn1.norm.weight, lite0_file["_blocks.8._bn0.weight"])
+    assert torch.equal(lite0.blocks[6][0].bn3.norm.running_mean, lite0_file["_blocks.15._bn2.running_mean"])
+    assert sum(len(stage) for stage in lite0.blocks) == 16
 
     unused = EfficientNetLite0(pretrained=False, norm_layer=lambda c: FrozenBatchNorm2d(c, 1e-3)).load_pretrained()
     head_keys = {k for k in lite0_file if k.startswith(("_conv_head.", "_bn1.", "_fc."))}
@@ -195,41 +192,22 @@ def test_lite0_norm_options() -> None:
     scratch = EfficientNetLite0(pretrained=False)
     bns = [m for m in scratch.modules() if isinstance(m, nn.BatchNorm2d)]
     assert len(bns) == 48 and all(m.eps == 1e-3 and m.weight.requires_grad for m in bns)
-    # A trainable BatchNorm with pretrained weights gets TF's eps whatever its factory said.
+    # A trainable BatchNorm gets TF's eps whatever its factory said.
     tuned = EfficientNetLite0(pretrained=True, norm_layer=nn.BatchNorm2d)
     assert all(m.eps == 1e-3 for m in tuned.modules() if isinstance(m, nn.BatchNorm2d))
     with pytest.raises(ValueError, match="BatchNorm"):
         EfficientNetLite0(pretrained=True, norm_layer=lambda c: nn.GroupNorm(8, c))
 
 
-def test_lite0_is_built_from_od2_conv_norm_act_blocks(lite0: EfficientNetLite0) -> None:
-    parts = [getattr(block, part) for stage in lite0.stages for block in stage
-             for part in ("expand", "depthwise", "project")]
-    blocks = [lite0.stem] + [part for part in parts if not isinstance(part, nn.Identity)]  # block 0 has no expand
-    assert len(blocks) == 1 + 16 * 3 - 1 and all(isinstance(b, ConvNormAct) for b in blocks)
-    strided = [b for b in blocks if b.conv.stride[0] > 1]
-    assert len(strided) == 5 and all(isinstance(b.conv, Conv2dSame) for b in strided)  # stem + 4 stage starts
-
-
-def test_lite0_loads_checkpoints_of_its_former_block_layout() -> None:
-    """od2 checkpoints written before Lite0 used od2.layers.ConvNormAct name a block's norm ``<block>.norm``."""
-    torch.manual_seed(0)
-    source = EfficientNetLite0(pretrained=False, norm_layer=nn.BatchNorm2d)
-    for m in source.modules():
-        if isinstance(m, nn.BatchNorm2d):
-            nn.init.normal_(m.running_mean)
-    old_layout = {k.replace(".norm_act.norm.", ".norm."): v for k, v in source.state_dict().items()}
-    assert "stem.norm.running_mean" in old_layout and "stages.6.0.project.norm.weight" in old_layout
-    target = EfficientNetLite0(pretrained=False, norm_layer=nn.BatchNorm2d)
-    target.load_state_dict(old_layout, strict=True)
-    for key, value in source.state_dict().items():
-        torch.testing.assert_close(target.state_dict()[key], value, rtol=0, atol=0, msg=key)
-    # MODEL.WEIGHTS goes through load_matching_state_dict, which matches by name (here with a DDP prefix)
-    by_name = EfficientNetLite0(pretrained=False, norm_layer=nn.BatchNorm2d)
-    report = load_matching_state_dict(by_name, {f"module.{k}": v for k, v in old_layout.items()})
-    assert not report.missing and not report.unexpected and not report.mismatched
-    for key, value in source.state_dict().items():
-        torch.testing.assert_close(by_name.state_dict()[key], value, rtol=0, atol=0, msg=key)
+def test_lite0_is_timms_tf_efficientnet_lite0_with_tf_same_padding(lite0: EfficientNetLite0) -> None:
+    reference = timm.create_model("tf_efficientnet_lite0", features_only=True, out_indices=(2, 3, 4))
+    # Same convs in the same places; each norm one level down (``bn1.norm.weight`` for timm's ``bn1.weight``).
+    timm_keys = {k for k in reference.state_dict() if not k.endswith("num_batches_tracked")}
+    ours = {k.replace(".norm.", ".") for k in lite0.state_dict()}
+    assert ours == timm_keys
+    strided = [m for m in lite0.modules() if isinstance(m, nn.Conv2d) and m.stride[0] > 1]
+    assert len(strided) == 5 and all(isinstance(m, TimmConv2dSame) for m in strided)  # stem + 4 stage starts
+    assert all(isinstance(m.norm, FrozenBatchNorm2d) for m in lite0.modules() if isinstance(m, NormAfterConv))
 
 
 def _bn_buffers(module: nn.Module) -> dict[str, torch.Tensor]:
@@ -241,8 +219,8 @@ def test_lite0_freeze_at_fixes_the_bn_statistics_of_frozen_stages(freeze_at: int
     torch.manual_seed(0)
     model = EfficientNetLite0(pretrained=False, norm_layer=nn.BatchNorm2d, freeze_at=freeze_at).train()
     num_frozen_stages = {1: 0, 3: 3}[freeze_at]  # the stem plus stages 0..2 end at stride 8 = 2**3
-    frozen = [model.stem, *model.stages[:num_frozen_stages]]
-    trainable = list(model.stages[num_frozen_stages:])
+    frozen = [model.bn1, *model.blocks[:num_frozen_stages]]
+    trainable = list(model.blocks[num_frozen_stages:])
     before = [_bn_buffers(m) for m in frozen + trainable]
     model(torch.randn(2, 3, 64, 64) * 3 + 1)
     after = [_bn_buffers(m) for m in frozen + trainable]
@@ -250,13 +228,13 @@ def test_lite0_freeze_at_fixes_the_bn_statistics_of_frozen_stages(freeze_at: int
         moved = any(not torch.equal(old[k], new[k]) for k in old)
         assert moved == (module not in frozen)
     assert all(isinstance(m, FrozenBatchNorm2d) for f in frozen for m in f.modules() if hasattr(m, "running_var"))
-    assert not any(p.requires_grad for f in frozen for p in f.parameters())
+    assert not any(p.requires_grad for f in [model.conv_stem, *frozen] for p in f.parameters())
 
 
 def test_lite0_freeze_keeps_the_state_dict_keys() -> None:
     unfrozen = EfficientNetLite0(pretrained=False, norm_layer=nn.BatchNorm2d, freeze_at=0)
     frozen = EfficientNetLite0(pretrained=False, norm_layer=nn.BatchNorm2d, freeze_at=3)
-    frozen_prefixes = ("stem.", "stages.0.", "stages.1.", "stages.2.")
+    frozen_prefixes = ("bn1.", "blocks.0.", "blocks.1.", "blocks.2.")
     counters = {k for k in unfrozen.state_dict() if k.startswith(frozen_prefixes) and k.endswith("num_batches_tracked")}
     # FrozenBatchNorm2d keeps weight, bias and statistics under the same names; only the step counter goes.
     assert set(frozen.state_dict()) == set(unfrozen.state_dict()) - counters

@@ -5,7 +5,12 @@
 
 from __future__ import annotations
 
-from od2.modeling.backbones.efficientnet_lite import EfficientNetLite0
+from od2.modeling.backbones.efficientnet_lite import (
+    EfficientNetLite,
+    EfficientNetLite0,
+    EfficientNetLite1,
+    EfficientNetLite2,
+)
 from od2.modeling.backbones.extra_levels import BackboneWithExtraLevels
 from od2.modeling.backbones.registry import BACKBONES, build_backbone
 from od2.modeling.backbones.resnet import ResNetBackbone
@@ -16,7 +21,10 @@ __all__ = [
     "BACKBONES",
     "BackboneWithExtraLevels",
     "EfficientNetB0",
+    "EfficientNetLite",
     "EfficientNetLite0",
+    "EfficientNetLite1",
+    "EfficientNetLite2",
     "LoadReport",
     "MobileNetV3Large",
     "ResNetBackbone",

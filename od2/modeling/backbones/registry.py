@@ -11,7 +11,7 @@ from typing import Any
 
 from torch import nn
 
-from od2.modeling.backbones.efficientnet_lite import EfficientNetLite0
+from od2.modeling.backbones.efficientnet_lite import EfficientNetLite0, EfficientNetLite1, EfficientNetLite2
 from od2.modeling.backbones.extra_levels import C6C7_DEFAULTS
 from od2.modeling.backbones.resnet import RESNET_DEPTHS, ResNetBackbone
 from od2.modeling.backbones.torchvision_features import EfficientNetB0, MobileNetV3Large
@@ -38,6 +38,14 @@ def _efficientnet_lite0(section: CfgNode, norm_layer: NormFactory, freeze_at: in
     return EfficientNetLite0(pretrained, norm_layer, freeze_at=freeze_at)
 
 
+def _efficientnet_lite1(section: CfgNode, norm_layer: NormFactory, freeze_at: int, pretrained: bool) -> Backbone:
+    return EfficientNetLite1(pretrained, norm_layer, freeze_at=freeze_at)
+
+
+def _efficientnet_lite2(section: CfgNode, norm_layer: NormFactory, freeze_at: int, pretrained: bool) -> Backbone:
+    return EfficientNetLite2(pretrained, norm_layer, freeze_at=freeze_at)
+
+
 def _efficientnet_b0(section: CfgNode, norm_layer: NormFactory, freeze_at: int, pretrained: bool) -> Backbone:
     return EfficientNetB0(norm_layer, freeze_at)
 
@@ -51,6 +59,10 @@ BACKBONES: dict[str, BackboneEntry] = {
     for entry in (
         BackboneEntry("resnet", ResNetBackbone, RESNETS, _resnet),
         BackboneEntry("efficientnet_lite0", EfficientNetLite0, EFFICIENTNETS, _efficientnet_lite0,
+                      ships_weights=True),
+        BackboneEntry("efficientnet_lite1", EfficientNetLite1, EFFICIENTNETS, _efficientnet_lite1,
+                      ships_weights=True),
+        BackboneEntry("efficientnet_lite2", EfficientNetLite2, EFFICIENTNETS, _efficientnet_lite2,
                       ships_weights=True),
         BackboneEntry("efficientnet_b0", EfficientNetB0, EFFICIENTNETS, _efficientnet_b0),
         BackboneEntry("mobilenet_v3_large", MobileNetV3Large, MOBILENETS, _mobilenet_v3_large),

