@@ -28,8 +28,12 @@ from torchvision.models.detection.transform import resize_boxes
 from torchvision.ops.misc import FrozenBatchNorm2d
 
 from od2.config import load_config
+from od2.data.catalog import register_coco_instances
+from od2.data.datasets.digits import ensure_digits
 from od2.data.loader import collate_batch
 from od2.engine.checkpoint import load_checkpoint
+from od2.engine.setup import load_initial_weights
+from od2.engine.trainer import Trainer
 from od2.evaluation.predict import ImageFiles
 from od2.modeling.build import build_model
 from od2.modeling.torchvision_retinanet import convert_torchvision_retinanet
@@ -271,3 +275,46 @@ def test_predict_json_uses_the_checkpoint_category_ids(model_pair, synthetic_ima
     categories = json.loads((out / "images.json").read_text())["categories"]
     assert detections and {d["category_id"] for d in detections} <= set(COCO_CATEGORY_IDS)
     assert categories == [{"id": cid, "name": name} for cid, name in zip(COCO_CATEGORY_IDS, COCO_CLASS_NAMES)]
+
+
+@pytest.mark.parametrize("model_pair", ["v2"], indirect=True)
+def test_fine_tuning_start_loads_everything_but_the_class_predictor(model_pair):
+    """MODEL.WEIGHTS = the torchvision file on a 3-class model: every tensor loads except the 80-class predictor."""
+    version, cfg, _, _, path = model_pair
+    model = build_model(load_config(str(CONFIGS / f"RetinaNet-R50-FPN-{version}.yaml"),
+                                    ["MODEL.WEIGHTS=", "MODEL.RETINANET.NUM_CLASSES=3"]), 3)
+    reports = load_initial_weights(model, str(path))
+    assert set(reports) == {"backbone", "neck", "head"}
+    predictor = ["cls_score.bias", "cls_score.weight"]  # skipped for their shape, so they keep their initialisation
+    for part, report in reports.items():
+        expected = predictor if part == "head" else []
+        assert sorted(report.missing) == expected and not report.unexpected, (part, report)
+        assert sorted(k.split(":")[0] for k in report.mismatched) == expected, (part, report)
+    assert len(reports["backbone"].loaded) == len(model.backbone.state_dict())
+    state = load_checkpoint(path)["model"]
+    assert torch.equal(model.head.bbox_pred.weight, state["head.bbox_pred.weight"])
+    assert model.head.cls_score.weight.shape[0] == 9 * 3
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("model_pair", ["v2"], indirect=True)
+def test_fine_tuning_trains_a_few_steps(model_pair, tmp_path):
+    """``od2 train``'s Trainer from the torchvision file on a 10-class set: steps run with finite losses, and the
+    checkpoint has a 10-class predictor."""
+    version, _, _, _, path = model_pair
+    paths = ensure_digits(tmp_path / "data", num_train=8, num_val=4, seed=3)
+    try:
+        register_coco_instances("tv_finetune_digits", paths["train"].json_file, paths["train"].image_root)
+    except ValueError:  # registered by an earlier run in the same session
+        pass
+    cfg = load_config(str(CONFIGS / f"RetinaNet-R50-FPN-{version}.yaml"), [
+        f"MODEL.WEIGHTS={path}", "MODEL.RETINANET.NUM_CLASSES=0", "MODEL.DEVICE=cpu",
+        "DATASETS.TRAIN=[tv_finetune_digits]", "DATASETS.TEST=[]", "INPUT.MIN_SIZE_TRAIN=[128]",
+        "INPUT.MAX_SIZE_TRAIN=160", "SOLVER.IMS_PER_BATCH=2", "SOLVER.MAX_ITER=2", "SOLVER.WARMUP_ITERS=1",
+        "SOLVER.STEPS=[]", "TEST.EVAL_PERIOD=0", "DATALOADER.NUM_WORKERS=0", "LOG_PERIOD=1",
+        f"OUTPUT_DIR={tmp_path / 'run'}"])
+    Trainer(cfg).train()
+    losses = [json.loads(line)["total_loss"] for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()
+              if "total_loss" in line]
+    assert len(losses) == 2 and all(np.isfinite(losses))
+    assert load_checkpoint(tmp_path / "run" / "model_final.pth")["model"]["head.cls_score.bias"].shape == (9 * 10,)
