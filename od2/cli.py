@@ -216,7 +216,7 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 def cmd_eval(args: argparse.Namespace) -> int:
     from od2.data.setup import load_datasets
-    from od2.engine.checkpoint import load_model_weights
+    from od2.engine.checkpoint import load_checkpoint, load_model_weights
     from od2.engine.setup import resolve_device, setup_logging
     from od2.evaluation.evaluate import evaluate_model
     from od2.modeling.build import build_model
@@ -230,6 +230,12 @@ def cmd_eval(args: argparse.Namespace) -> int:
     if dataset is None:
         raise ConfigError(f"{args.config}: DATASETS.TEST is empty; name the dataset to evaluate on")
     info = load_datasets([dataset], cfg, key="DATASETS.TEST")
+    # detections are written with the test set's ids: weights that name their own (torchvision's COCO weights) must
+    # use the same ones, or every detection would be scored as another category
+    weight_ids = load_checkpoint(weights).get("category_ids")
+    if weight_ids and list(weight_ids) != list(info.category_ids):
+        raise ConfigError(f"{weights}: its labels are category ids {list(weight_ids)}, but {dataset} (DATASETS.TEST) "
+                          f"has {list(info.category_ids)}; evaluate on a set with the weights' categories")
     model = build_model(cfg, len(info.class_names)).to(device)
     load_model_weights(model, weights, require_all=True, prefer_ema=not args.raw_weights)
     out_dir = Path(cfg.OUTPUT_DIR) / "eval"
