@@ -134,11 +134,14 @@ def model_pair(request, tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def synthetic_image(tmp_path_factory) -> Path:
-    """A 301 x 457 RGB image (odd sides) with gradients and two flat rectangles."""
+    """A 301 x 457 RGB image (odd sides): gradients, two rectangles and seeded noise. Without the noise, flat regions
+    give random weights identical scores at boxes one stride apart, whose IoU can be exactly NMS's 0.5, where float
+    noise decides which box stays."""
     y, x = np.mgrid[0:301, 0:457]
     image = np.stack([(x * 0.5) % 255, (y * 0.8) % 255, ((x + y) * 0.3) % 255], axis=-1)
     image[50:150, 100:250] = (220, 40, 40)
     image[180:280, 300:420] = (30, 200, 60)
+    image = np.clip(image + np.random.default_rng(0).normal(0, 20, image.shape), 0, 255)
     path = tmp_path_factory.mktemp("images") / "synthetic.png"
     Image.fromarray(image.astype(np.uint8)).save(path)
     return path
@@ -166,29 +169,40 @@ def compare_detections(model_pair, files: list[Path], min_size: int) -> list[dic
 
 
 def match(boxes, scores, labels, ref_boxes, ref_scores, ref_labels) -> dict:
-    """Pair each detection with the reference's of the same label, a score within SCORE_TOL and the nearest box
-    (detections with equal scores may come in either order); the largest differences and the share of pairs."""
+    """Pair each detection with the reference's of the same label whose box is within BOX_TOL (after NMS no two
+    detections of one label share a box, so the pair is unique); the largest differences of the pairs, and the
+    unpaired detections of either side.
+
+    An unpaired detection is allowed only at the cut to the 300 best: two candidates whose scores differ by float
+    noise (~1e-6) can swap across it, so each side keeps one the other drops. Anywhere else it fails the test.
+    """
     used = torch.zeros(len(ref_scores), dtype=torch.bool)
-    box_diff, score_diff, paired = 0.0, 0.0, 0
+    box_diff, score_diff, unpaired = 0.0, 0.0, []
     for box, score, label in zip(boxes, scores, labels):
-        candidates = (~used & (ref_labels == label) & ((ref_scores - score).abs() <= SCORE_TOL)).nonzero().flatten()
+        distance = (ref_boxes - box).abs().max(dim=1).values
+        candidates = (~used & (ref_labels == label) & (distance <= BOX_TOL)).nonzero().flatten()
         if not len(candidates):
+            unpaired.append(score.item())
             continue
-        distance = (ref_boxes[candidates] - box).abs().max(dim=1).values
-        best = candidates[distance.argmin()]
+        best = candidates[distance[candidates].argmin()]
         used[best] = True
-        paired += 1
-        box_diff = max(box_diff, distance.min().item())
+        box_diff = max(box_diff, distance[best].item())
         score_diff = max(score_diff, (ref_scores[best] - score).abs().item())
-    return {"detections": len(scores), "reference": len(ref_scores), "paired": paired, "max_box_diff": box_diff,
-            "max_score_diff": score_diff}
+    unpaired += ref_scores[~used].tolist()
+    return {"detections": len(scores), "reference": len(ref_scores), "paired": int(used.sum()),
+            "max_box_diff": box_diff, "max_score_diff": score_diff, "unpaired_scores": unpaired,
+            "lowest_score": min(scores.min().item(), ref_scores.min().item()) if len(scores) else None}
 
 
-def assert_same_detections(figures: list[dict]) -> None:
+def assert_same_detections(figures: list[dict], max_detections: int = 300) -> None:
     for fig in figures:
-        assert fig["detections"] > 10, fig  # a comparison of nothing would pass
-        assert fig["detections"] == fig["reference"] == fig["paired"], fig
+        assert fig["paired"] > 10, fig  # a comparison of nothing would pass
         assert fig["max_box_diff"] <= BOX_TOL and fig["max_score_diff"] <= SCORE_TOL, fig
+        if fig["unpaired_scores"]:  # only near-ties at the cut of a full list
+            assert fig["detections"] == fig["reference"] == max_detections, fig
+            assert all(abs(score - fig["lowest_score"]) <= SCORE_TOL for score in fig["unpaired_scores"]), fig
+        else:
+            assert fig["detections"] == fig["reference"] == fig["paired"], fig
 
 
 # v1 differs from v2 only in parts with tests of their own (FPN, anchors, eps), so the quick suite runs v2 alone
