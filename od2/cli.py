@@ -94,7 +94,8 @@ def build_parser() -> argparse.ArgumentParser:
         "predict", help="detect objects in image files or folders: PNGs with boxes drawn, COCO results JSON",
         description="Run the model on images (files, or folders searched recursively for .jpg/.png/...), at the "
                     "test size (INPUT.MIN_SIZE_TEST / MAX_SIZE_TEST). Writes OUT/<name>.png with boxes, class "
-                    "names and scores drawn, OUT/detections.json (COCO results: image_id, category_id = label + 1, "
+                    "names and scores drawn, OUT/detections.json (COCO results: image_id, category_id (the "
+                    "checkpoint's category ids, e.g. COCO's for torchvision's COCO weights, else label + 1), "
                     "bbox XYWH in original pixels, score) and OUT/images.json (image ids, file names, sizes; "
                     "category names). Class names come from the checkpoint. Undecodable files are skipped and "
                     "listed; images inside OUT are not read. KEY=VALUE config overrides may be mixed with the inputs.")
@@ -282,14 +283,14 @@ def cmd_predict(args: argparse.Namespace) -> int:
     setup_logging(None, 0)
     device = resolve_device(cfg.MODEL.DEVICE)
     weights = weights_to_load(args.weights, cfg)
-    model, class_names = load_trained_model(cfg, weights)
+    model, class_names, category_ids = load_trained_model(cfg, weights)
     model = convert_for_inference(model.to(device), cfg)
     summary = predict_images(
         model, inputs, args.out or Path(cfg.OUTPUT_DIR) / "predict", class_names,
         min_size=cfg.INPUT.MIN_SIZE_TEST, max_size=cfg.INPUT.MAX_SIZE_TEST,
         size_divisibility=cfg.INPUT.SIZE_DIVISIBILITY, score_thresh=args.score_thresh, device=device,
         batch_size=args.batch_size, num_workers=cfg.DATALOADER.NUM_WORKERS, draw=not args.no_draw,
-        max_pixels=cfg.INPUT.MAX_IMAGE_PIXELS)
+        max_pixels=cfg.INPUT.MAX_IMAGE_PIXELS, category_ids=category_ids)
     print(f"{summary.num_images} images, {summary.num_detections} detections (score >= {args.score_thresh}) -> "
           f"{summary.detections_json}" + (f", {len(summary.drawings)} PNGs" if summary.drawings else ""))
     for line in summary.skipped:
@@ -298,20 +299,21 @@ def cmd_predict(args: argparse.Namespace) -> int:
 
 
 def load_trained_model(cfg, weights: str):
-    """(model on CPU with the checkpoint's weights, its class names) for predict and export."""
+    """(model on CPU with the checkpoint's weights, its class names, their category ids) for predict and export."""
     from od2.engine.checkpoint import load_checkpoint, load_model_weights
-    from od2.evaluation.predict import checkpoint_class_names
+    from od2.evaluation.predict import checkpoint_category_ids, checkpoint_class_names
     from od2.modeling.build import build_model
 
     anchors = cfg.MODEL.ANCHOR_GENERATOR
     num_anchors = len(anchors.SIZES[0]) * len(anchors.ASPECT_RATIOS[0])
+    checkpoint = load_checkpoint(weights)
     try:
-        class_names = checkpoint_class_names(load_checkpoint(weights), num_anchors, cfg.MODEL.RETINANET.NUM_CLASSES)
+        class_names = checkpoint_class_names(checkpoint, num_anchors, cfg.MODEL.RETINANET.NUM_CLASSES)
     except ValueError as exc:
         raise ConfigError(f"{weights}: {exc}") from exc
     model = build_model(cfg, len(class_names))
     load_model_weights(model, weights, require_all=True)
-    return model.eval(), class_names
+    return model.eval(), class_names, checkpoint_category_ids(checkpoint, len(class_names))
 
 
 def cmd_export(args: argparse.Namespace) -> int:
@@ -327,7 +329,7 @@ def cmd_export(args: argparse.Namespace) -> int:
     cfg = load_config(args.config, args.opts)
     setup_logging(None, 0)
     weights = weights_to_load(args.weights, cfg)
-    model, class_names = load_trained_model(cfg, weights)
+    model, class_names, _ = load_trained_model(cfg, weights)
     height, width = resolve_input_size(cfg, tuple(args.size) if args.size else None)
     metadata = {"class_names": json.dumps(class_names), "min_size_test": str(cfg.INPUT.MIN_SIZE_TEST),
                 "max_size_test": str(cfg.INPUT.MAX_SIZE_TEST), "input_size": f"{height}x{width}",

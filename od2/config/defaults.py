@@ -43,6 +43,8 @@ DEFAULTS: dict[str, Any] = {
         "ANCHOR_GENERATOR": {
             "SIZES": LOG_ANCHOR_SIZES,
             "ASPECT_RATIOS": [[0.5, 1.0, 2.0]],
+            "OFFSET": 0.5,
+            "ROUND": False,
         },
         "RETINANET": {
             "NUM_CLASSES": 0,
@@ -151,6 +153,7 @@ VALUE_RANGES: dict[str, ValueRange] = {
     "MODEL.BACKBONE.FREEZE_AT": at_least(0),
     "MODEL.ANCHOR_GENERATOR.SIZES": above(0),
     "MODEL.ANCHOR_GENERATOR.ASPECT_RATIOS": above(0),
+    "MODEL.ANCHOR_GENERATOR.OFFSET": PROBABILITY,
     "MODEL.RETINANET.NUM_CLASSES": at_least(0),
     "MODEL.RETINANET.NUM_CONVS": at_least(0),
     "MODEL.RETINANET.IOU_THRESHOLDS": PROBABILITY,

@@ -16,6 +16,7 @@ from typing import Any
 
 import torch
 
+from od2.modeling.torchvision_retinanet import FROZEN_BN_EPS, convert_torchvision_retinanet, is_torchvision_retinanet
 from od2.utils.atomic_write import atomic_write
 from od2.utils.weight_files import resolve_weights
 
@@ -163,7 +164,8 @@ def load_resume_checkpoint(output_dir: str | Path) -> tuple[Path, dict[str, Any]
 
 
 def load_checkpoint(path: str | Path) -> dict[str, Any]:
-    """A checkpoint dict; plain state_dicts (no "model" key) are wrapped as {"model": state_dict}.
+    """A checkpoint dict; plain state_dicts (no "model" key) are wrapped as {"model": state_dict}, and a torchvision
+    RetinaNet's state_dict becomes the od2 checkpoint of its configs/coco/torchvision layout.
 
     ``path`` is a local file or a weights name (``torchvision://``, ``https://``, ``file://``, ``package://``;
     :func:`od2.utils.weight_files.resolve_weights`), downloaded into torch's hub cache when not there yet.
@@ -175,7 +177,26 @@ def load_checkpoint(path: str | Path) -> dict[str, Any]:
         raise RuntimeError(f"cannot read checkpoint {path}: {exc}") from exc
     if not isinstance(data, dict):
         raise RuntimeError(f"{path} does not hold a state_dict or an od2 checkpoint")
+    if is_torchvision_retinanet(data):
+        return torchvision_retinanet_checkpoint(data, path)
     return data if "model" in data else {"model": data}
+
+
+def torchvision_retinanet_checkpoint(state_dict: dict[str, Any], path: Path) -> dict[str, Any]:
+    """A torchvision RetinaNet state_dict read from ``path`` as an od2 checkpoint (``model``, and for COCO weights
+    ``class_names`` and ``category_ids``); see :mod:`od2.modeling.torchvision_retinanet`."""
+    from torchvision.models.detection import RetinaNet_ResNet50_FPN_Weights
+
+    # torchvision runs this one file's FrozenBN with eps 0 (its overwrite_eps), every other RetinaNet with 1e-5
+    v1_coco = path.name == Path(RetinaNet_ResNet50_FPN_Weights.COCO_V1.url).name
+    try:
+        checkpoint = convert_torchvision_retinanet(state_dict, backbone_bn_eps=0.0 if v1_coco else FROZEN_BN_EPS)
+    except ValueError as exc:
+        raise RuntimeError(f"{path}: {exc}") from exc
+    logger.info("%s: torchvision RetinaNet weights, %d tensors mapped to od2's layout%s", path,
+                len(checkpoint["model"]), ", class predictor reduced to COCO's 80 classes"
+                if "category_ids" in checkpoint else "")
+    return checkpoint
 
 
 def load_model_weights(model: torch.nn.Module, path: str | Path, require_all: bool = False,

@@ -91,7 +91,15 @@ def _confusion_score_thresh(cfg: CfgNode) -> float:
 def require_checkpoint_classes(checkpoint: dict[str, Any], weights: str | Path, info: DatasetInfo) -> None:
     """A ConfigError naming both lists unless the checkpoint's ``class_names`` (od2 training checkpoints hold them;
     a bare state_dict does not, and passes) equal the test set's, in order: label k is a position in the list, so
-    a model trained with another class order would be scored as predicting other classes."""
+    a model trained with another class order would be scored as predicting other classes.
+
+    Weights that name their own category ids (torchvision's COCO weights) must name the test set's: detections are
+    written with the test set's ids, so any other mapping would score every detection as another category."""
+    weight_ids = checkpoint.get("category_ids")
+    if weight_ids and list(weight_ids) != list(info.category_ids):
+        raise ConfigError(f"{weights}: its labels are category ids {list(weight_ids)}, but {info.name!r} "
+                          f"(DATASETS.TEST) has {list(info.category_ids)}; evaluate on a set with the weights' "
+                          "categories")
     trained = checkpoint.get("class_names")
     if trained is None or list(trained) == list(info.class_names):
         return

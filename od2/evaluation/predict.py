@@ -32,8 +32,8 @@ from .inference import to_coco_results
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["IMAGE_EXTENSIONS", "PredictSummary", "checkpoint_class_names", "collect_images", "output_names",
-           "predict_images"]
+__all__ = ["IMAGE_EXTENSIONS", "PredictSummary", "checkpoint_category_ids", "checkpoint_class_names", "collect_images",
+           "output_names", "predict_images"]
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".gif", ".tif", ".tiff")
 
@@ -52,6 +52,15 @@ def checkpoint_class_names(checkpoint: dict[str, Any], num_anchors: int, num_cla
                              "(head.cls_score); set MODEL.RETINANET.NUM_CLASSES")
         num_classes = weight.shape[0] // num_anchors
     return [str(label) for label in range(num_classes)]
+
+
+def checkpoint_category_ids(checkpoint: dict[str, Any], num_classes: int) -> list[int]:
+    """The category id of each of the ``num_classes`` labels: the checkpoint's ``category_ids`` when it has one per
+    label (torchvision's COCO weights: COCO's ids, 1..90 with gaps), else ``label + 1``."""
+    ids = checkpoint.get("category_ids")
+    if ids and len(ids) == num_classes:
+        return [int(i) for i in ids]
+    return list(range(1, num_classes + 1))
 
 
 def collect_images(inputs: Sequence[str | os.PathLike],
@@ -172,10 +181,12 @@ def predict_images(
     draw: bool = True,
     progress: bool = True,
     max_pixels: int | None = DEFAULT_MAX_IMAGE_PIXELS,
+    category_ids: Sequence[int] | None = None,
 ) -> PredictSummary:
     """Detect objects in ``inputs`` (files or folders) with ``model`` and write the results to ``out_dir``.
 
-    Writes ``detections.json`` (COCO results format: ``image_id``, ``category_id`` = label + 1, ``bbox`` XYWH in
+    Writes ``detections.json`` (COCO results format: ``image_id``, ``category_id`` = ``category_ids[label]``,
+    by default label + 1, ``bbox`` XYWH in
     original-image pixels, ``score``; detections with score >= ``score_thresh``), ``images.json`` (``images``:
     id, file_name, height, width; ``categories``: id, name) and, with ``draw``, one PNG per image with the boxes,
     class names and scores drawn, named as :func:`output_names` says. Images inside ``out_dir`` are not read
@@ -192,7 +203,9 @@ def predict_images(
     dataset = ImageFiles([file for file, _ in images], min_size, max_size, keep_original=draw, max_pixels=max_pixels)
     loader = DataLoader(dataset, batch_size=batch_size, shuffle=False, num_workers=num_workers,
                         collate_fn=functools.partial(_collate, size_divisibility=size_divisibility))
-    category_ids = list(range(1, len(class_names) + 1))
+    category_ids = list(category_ids) if category_ids is not None else list(range(1, len(class_names) + 1))
+    if len(category_ids) != len(class_names):
+        raise ValueError(f"{len(category_ids)} category ids for {len(class_names)} class names")
     model.eval()
     summary = PredictSummary()
     detections: list[dict] = []

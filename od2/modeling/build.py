@@ -185,7 +185,8 @@ def build_model(cfg: CfgNode, num_classes: int) -> RetinaNet:
     if len(head_channels) != 1:
         raise ConfigError(f"the head's levels {head_cfg.IN_FEATURES} have different channel counts {head_channels}")
     anchors = AnchorGenerator(model_cfg.ANCHOR_GENERATOR.SIZES, model_cfg.ANCHOR_GENERATOR.ASPECT_RATIOS,
-                              [neck.strides[f] for f in head_cfg.IN_FEATURES])
+                              [neck.strides[f] for f in head_cfg.IN_FEATURES],
+                              offset=model_cfg.ANCHOR_GENERATOR.OFFSET, round_cells=model_cfg.ANCHOR_GENERATOR.ROUND)
     head = RetinaNetHead(head_channels.pop(), anchors.num_anchors, num_classes, len(head_cfg.IN_FEATURES),
                          num_convs=head_cfg.NUM_CONVS, norm=head_cfg.NORM, activation=head_cfg.ACTIVATION_FN,
                          prior_prob=head_cfg.PRIOR_PROB, separable=head_cfg.SEPARABLE_CONV)

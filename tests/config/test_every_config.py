@@ -24,6 +24,7 @@ SMOKE = [
     "MODEL.DEVICE=cpu", "MODEL.WEIGHTS=", f"DATASETS.TRAIN=[{TRAIN}]", "DATASETS.TEST=[]", "INPUT.MIN_SIZE_TRAIN=[128]",
     "INPUT.MAX_SIZE_TRAIN=160", "SOLVER.MAX_ITER=2", "SOLVER.IMS_PER_BATCH=2", "SOLVER.WARMUP_ITERS=1",
     "SOLVER.CHECKPOINT_PERIOD=0", "TEST.EVAL_PERIOD=0", "DATALOADER.NUM_WORKERS=0", "LOG_PERIOD=1",
+    "MODEL.WEIGHTS=",  # offline: configs that name published weights (torchvision://...) start from scratch here
 ]
 
 

@@ -78,3 +78,22 @@ def test_training_refuses_a_test_set_with_other_class_names_before_it_starts(tmp
     build_evaluator(load_config(None, ["DATASETS.TRAIN=[cls_train]", "DATASETS.TEST=[cls_same]"]))
     with pytest.raises(ValueError, match=r"'cls_train'.*'cls_swapped'.*\['cat', 'dog'\] vs \['dog', 'cat'\]"):
         build_evaluator(load_config(None, ["DATASETS.TRAIN=[cls_train]", "DATASETS.TEST=[cls_swapped]"]))
+
+
+def test_eval_refuses_weights_whose_category_ids_are_not_the_test_sets(tmp_path, confident_model, capsys):
+    """Weights that carry category ids (torchvision's COCO weights: COCO's) are scored with the test set's ids, so
+    those must agree; the digits set numbers its 10 classes 1..10."""
+    from od2.cli import main
+    from od2.data.catalog import register_coco_instances
+    from od2.data.datasets.digits import ensure_digits
+
+    paths = ensure_digits(tmp_path, num_train=2, num_val=2, seed=1)
+    register_coco_instances("category_ids_check_val", paths["val"].json_file, paths["val"].image_root)
+    weights = tmp_path / "w.pth"
+    torch.save({"model": confident_model.state_dict(), "category_ids": [10 * (k + 1) for k in range(10)]}, weights)
+    args = ["eval", "--config", "digits/retinanet_lite0", "--weights", str(weights),
+            "DATASETS.TEST=[category_ids_check_val]", f"OUTPUT_DIR={tmp_path}", "MODEL.DEVICE=cpu"]
+    assert main(args) == 2  # a config error
+    assert "category ids [10, 20," in capsys.readouterr().err
+    torch.save({"model": confident_model.state_dict(), "category_ids": list(range(1, 11))}, weights)
+    assert main(args) == 0

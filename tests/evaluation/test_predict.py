@@ -18,7 +18,13 @@ from od2.data.datasets.coco import load_coco_json
 from od2.data.datasets.digits import ensure_digits
 from od2.data.loader import build_test_loader
 from od2.evaluation.inference import run_inference
-from od2.evaluation.predict import checkpoint_class_names, collect_images, output_names, predict_images
+from od2.evaluation.predict import (
+    checkpoint_category_ids,
+    checkpoint_class_names,
+    collect_images,
+    output_names,
+    predict_images,
+)
 
 REPO = Path(__file__).resolve().parents[2]
 CONFIG = REPO / "configs/digits/retinanet_lite0.yaml"
@@ -62,6 +68,13 @@ def test_output_names_keep_subfolders_and_never_clash(tmp_path):
     images = [(root / "x" / "a.jpg", root), (root / "a.jpg", root), (tmp_path / "a.png", tmp_path / "a.png"),
               (tmp_path / "other" / "a.jpg", tmp_path / "other" / "a.jpg")]
     assert output_names(images) == ["x/a.png", "a.png", "a_1.png", "a_2.png"]
+
+
+def test_checkpoint_category_ids():
+    """A checkpoint's ids (torchvision's COCO weights carry COCO's, 1..90 with gaps) name its labels; else label + 1."""
+    assert checkpoint_category_ids({"category_ids": [1, 3, 90], "model": {}}, 3) == [1, 3, 90]
+    assert checkpoint_category_ids({"model": {}}, 3) == [1, 2, 3]
+    assert checkpoint_category_ids({"category_ids": [1, 3, 90], "model": {}}, 2) == [1, 2]  # not this model's
 
 
 def test_checkpoint_class_names():
@@ -134,6 +147,22 @@ def test_predict_cli_skips_bad_files_and_reports(digits_val, confident_model, tm
     assert len(list(out.glob("*.png"))) == 2 and (out / "detections.json").is_file()
     assert all(d["score"] >= 0.5 for d in json.loads((out / "detections.json").read_text()))
     assert main(["predict", "--config", str(CONFIG), "--weights", str(weights), str(tmp_path / "missing")]) == 2
+
+
+def test_predict_cli_writes_the_checkpoint_category_ids(digits_val, confident_model, tmp_path):
+    """A checkpoint with category ids (as torchvision's COCO weights give) has them in detections.json and
+    images.json instead of label + 1."""
+    weights = tmp_path / "model.pth"
+    ids = [10 * (label + 1) for label in range(10)]
+    torch.save({"model": confident_model.state_dict(), "class_names": digits_val.class_names, "category_ids": ids},
+               weights)
+    out = tmp_path / "out"
+    assert main(["predict", "--config", str(CONFIG), "--weights", str(weights), digits_val.records[0]["file_name"],
+                 "--out", str(out), "--no-draw", "MODEL.DEVICE=cpu"]) == 0
+    detections = json.loads((out / "detections.json").read_text())
+    assert detections and {d["category_id"] for d in detections} <= set(ids)
+    categories = json.loads((out / "images.json").read_text())["categories"]
+    assert [c["id"] for c in categories] == ids
 
 
 def test_predict_twice_into_a_folder_inside_its_input_reads_the_same_images(digits_val, confident_model, tmp_path):

@@ -92,3 +92,26 @@ def test_new_feature_sizes_give_new_anchors():
     b = gen([(2, 2)], torch.device("cpu"))[0]
     assert a.shape == (1, 4) and b.shape == (4, 4)
     torch.testing.assert_close(gen([(1, 1)], torch.device("cpu"))[0], torch.tensor([[0.0, 0.0, 8.0, 8.0]]))
+
+
+def test_torchvision_layout_matches_torchvision_anchor_generator():
+    """OFFSET 0 and ROUND give torchvision's RetinaNet anchors (its ratio is h/w, so its 0.5, 1, 2 order is od2's
+    2, 1, 0.5), anchor for anchor, on a canvas whose sides are multiples of the coarsest stride."""
+    from torchvision.models.detection.anchor_utils import AnchorGenerator as TorchvisionAnchorGenerator
+    from torchvision.models.detection.image_list import ImageList
+
+    sizes = tuple((x, int(x * 2 ** (1.0 / 3)), int(x * 2 ** (2.0 / 3))) for x in [32, 64, 128, 256, 512])
+    reference = TorchvisionAnchorGenerator(sizes, ((0.5, 1.0, 2.0),) * 5)
+    feature_sizes = [(32, 48), (16, 24), (8, 12), (4, 6), (2, 3)]  # a 256 x 384 canvas
+    features = [torch.zeros(1, 1, h, w) for h, w in feature_sizes]
+    expected = reference(ImageList(torch.zeros(1, 3, 256, 384), [(256, 384)]), features)[0]
+    ours = AnchorGenerator([list(s) for s in sizes], [[2.0, 1.0, 0.5]], [8, 16, 32, 64, 128], offset=0.0,
+                           round_cells=True)
+    assert torch.equal(torch.cat(ours(feature_sizes, torch.device("cpu"))), expected)
+
+
+def test_offset_and_rounding_follow_the_formula():
+    gen = AnchorGenerator([[50.0]], [[2.0]], [16], offset=0.0, round_cells=True)
+    # w = 50 * sqrt(2) = 70.71 -> corners -35.36 / 35.36 round to -35 / 35; h = 35.36 -> -17.68 / 17.68 -> -18 / 18
+    expected = torch.tensor([[-35.0, -18.0, 35.0, 18.0], [16 - 35.0, -18.0, 16 + 35.0, 18.0]])
+    assert torch.equal(gen([(1, 2)], torch.device("cpu"))[0], expected)

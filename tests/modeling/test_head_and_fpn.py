@@ -221,3 +221,36 @@ def test_unknown_norm_lists_valid_names(builder):
     assert "BatchNorm" in msg
     for valid in ("'BN'", "'GN'", "'FrozenBN'", "''"):
         assert valid in msg
+
+
+@pytest.mark.parametrize("extra_from, torchvision_in", [("P5", 16), ("C5", 40)])
+def test_fpn_torchvision_layout_matches_torchvision(extra_from, torchvision_in):
+    """EXTRA_FROM and ACTIVATE_OUTPUTS=False give torchvision's FeaturePyramidNetwork + LastLevelP6P7 (P6 from P5
+    when its in and out channels agree, as retinanet_resnet50_fpn; from C5 otherwise, as ..._v2), with the same
+    weights copied in: no activation on the outputs, a ReLU between P6 and P7."""
+    from torchvision.ops.feature_pyramid_network import FeaturePyramidNetwork, LastLevelP6P7
+
+    torch.manual_seed(0)
+    in_channels = {"C3": 8, "C4": 24, "C5": 40}
+    reference = FeaturePyramidNetwork(list(in_channels.values()), 16, LastLevelP6P7(torchvision_in, 16)).eval()
+    for p in reference.parameters():
+        torch.nn.init.normal_(p, std=0.2)
+    fpn = FPN(in_channels, 16, norm="", activation="relu", extra_from=extra_from, activate_outputs=False).eval()
+    for i in range(3):
+        for ours, theirs in ((fpn.lateral[i], reference.inner_blocks[i][0]), (fpn.output[i].conv,
+                                                                              reference.layer_blocks[i][0])):
+            ours.load_state_dict(theirs.state_dict())
+    fpn.extra[0].conv.load_state_dict(reference.extra_blocks.p6.state_dict())
+    fpn.extra[1].conv.load_state_dict(reference.extra_blocks.p7.state_dict())
+    inputs = {"C3": torch.randn(2, 8, 20, 28), "C4": torch.randn(2, 24, 10, 14), "C5": torch.randn(2, 40, 5, 7)}
+    with torch.no_grad():
+        expected = list(reference(dict(enumerate(inputs.values()))).values())
+        got = list(fpn(inputs).values())
+    assert (expected[3] < 0).any() and (expected[4] < 0).any()  # P6, P7 not rectified: the test can tell
+    for ours, theirs in zip(got, expected, strict=True):
+        torch.testing.assert_close(ours, theirs, rtol=1e-5, atol=1e-5)
+
+
+def test_fpn_rejects_unknown_extra_from():
+    with pytest.raises(ValueError, match="extra_from"):
+        FPN({"C3": 8, "C4": 8, "C5": 8}, 8, extra_from="P4")

@@ -9,10 +9,10 @@ from __future__ import annotations
 
 from od2.modeling.protocols import Neck
 from od2.modeling.registration import ConfigSection, NeckEntry
-from od2.utils.cfg_node import CfgNode
+from od2.utils.cfg_node import CfgNode, check_choice
 
 from .bifpn import BiFPN
-from .fpn import FPN
+from .fpn import EXTRA_FROM_CHOICES, FPN
 from .pconv import PConv
 from .twoway_fpn import TwoWayFPN
 
@@ -22,8 +22,11 @@ C3_TO_C7 = ["C3", "C4", "C5", "C6", "C7"]
 
 
 def _fpn(section: CfgNode, in_channels: dict[str, int], num_extra: int) -> Neck:
+    check_choice("MODEL.FPN.EXTRA_FROM", section.EXTRA_FROM, list(EXTRA_FROM_CHOICES))
     return FPN(in_channels, section.OUT_CHANNELS, norm=section.NORM, activation=section.ACTIVATION_FN,
-               num_extra_levels=num_extra, fuse_type=section.FUSE_TYPE)
+               num_extra_levels=num_extra, fuse_type=section.FUSE_TYPE,
+               extra_from=section.EXTRA_FROM,
+               activate_outputs=section.ACTIVATE_OUTPUTS)
 
 
 def _twoway_fpn(section: CfgNode, in_channels: dict[str, int], num_extra: int) -> Neck:
@@ -47,7 +50,7 @@ NECKS: dict[str, NeckEntry] = {
     for entry in (
         NeckEntry("fpn", FPN, ConfigSection("FPN", {
             "IN_FEATURES": ["C3", "C4", "C5"], "OUT_CHANNELS": 256, "NORM": "", "ACTIVATION_FN": "relu",
-            "FUSE_TYPE": "sum",
+            "FUSE_TYPE": "sum", "EXTRA_FROM": "C5", "ACTIVATE_OUTPUTS": True,
         }), _fpn, makes_levels=True),
         NeckEntry("twoway_fpn", TwoWayFPN, ConfigSection("TWOWAYFPN", {
             "IN_FEATURES": C3_TO_C7, "OUT_CHANNELS": 256, "NORM": "", "ACTIVATION_FN": "relu", "FUSE_TYPE": "wsum",
