@@ -93,14 +93,6 @@ def config_class_names(cfg: CfgNode, loaded: Mapping[str, DatasetInfo] | None = 
     return class_names
 
 
-def require_same_classes(first: DatasetInfo, other: DatasetInfo) -> None:
-    """A ValueError naming both datasets unless their class lists are equal: a label is a position in the list,
-    so the same classes in another order would be trained or scored as other classes."""
-    if list(other.class_names) != list(first.class_names):
-        raise ValueError(f"datasets {first.name!r} and {other.name!r} have different classes: "
-                         f"{list(first.class_names)} vs {list(other.class_names)}")
-
-
 def build_train_loader_from_cfg(cfg: CfgNode, records: list[dict], start_iter: int = 0, mosaic: bool = False):
     """The infinite, deterministic training loader of this rank, positioned at ``start_iter``.
 

@@ -13,7 +13,7 @@ import torch
 
 from od2.config import CfgNode, ConfigError
 from od2.data.records import DatasetInfo
-from od2.data.setup import build_test_loader_from_cfg, load_datasets, require_same_classes
+from od2.data.setup import build_test_loader_from_cfg, load_datasets
 from od2.modeling.build import convert_for_inference
 from od2.utils import comm as dist
 
@@ -126,7 +126,7 @@ def build_evaluator(cfg: CfgNode) -> Callable[[torch.nn.Module], dict | None]:
     ``od2 train`` does), since od2.engine does not import od2.evaluation.
 
     Raises:
-        ValueError: the test set has no images, or classes other than DATASETS.TRAIN's (in another order too).
+        ValueError: the test set has no images (its classes are the config's one list: od2.data.class_list).
         ConfigError: TEST.CONFUSION_SCORE_THRESH is not in [0, 1].
     """
     if not cfg.DATASETS.TEST:
@@ -135,8 +135,6 @@ def build_evaluator(cfg: CfgNode) -> Callable[[torch.nn.Module], dict | None]:
     _confusion_score_thresh(cfg)
     # Checked now, not at the first evaluation hours into the run (the catalog caches what is loaded here).
     test_data = load_datasets([dataset_name], cfg, key="DATASETS.TEST")
-    if cfg.DATASETS.TRAIN:
-        require_same_classes(load_datasets(cfg.DATASETS.TRAIN, cfg), test_data)
 
     def evaluate(model: torch.nn.Module) -> dict | None:
         return evaluate_model(cfg, model, next(model.parameters()).device, dataset_name, out_dir, quiet=True,

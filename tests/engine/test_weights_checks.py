@@ -6,6 +6,7 @@ import torch
 import torch.nn as nn
 
 from od2.config import load_config
+from od2.data.setup import load_datasets
 from od2.engine.checkpoint import load_model_weights
 from od2.evaluation.evaluate import evaluate_model
 
@@ -56,9 +57,9 @@ def test_evaluating_on_an_empty_test_set_is_an_error_not_ap_minus_1(tmp_path, mo
     assert not (tmp_path / "eval" / "coco_summary.json").exists()
 
 
-def test_training_refuses_a_test_set_with_other_class_names_before_it_starts(tmp_path, monkeypatch):
-    """The labels are positions in the class list: a test set listing the same number of classes in another order
-    (or with another name) would be scored against the wrong classes."""
+def test_a_test_set_listing_the_classes_in_another_order_is_relabelled_to_the_training_order(tmp_path, monkeypatch):
+    """The labels are positions in the class list: a test set listing the training classes in another order is
+    relabelled by name to the config's one class list (it used to be refused), so label k means the same class."""
     import json
 
     from PIL import Image
@@ -75,9 +76,12 @@ def test_training_refuses_a_test_set_with_other_class_names_before_it_starts(tmp
                                     "annotations": [],
                                     "categories": [{"id": k, "name": n} for k, n in enumerate(classes, 1)]}))
         catalog.register_coco_instances(name, path, tmp_path)
-    build_evaluator(load_config(None, ["DATASETS.TRAIN=[cls_train]", "DATASETS.TEST=[cls_same]"]))
-    with pytest.raises(ValueError, match=r"'cls_train'.*'cls_swapped'.*\['cat', 'dog'\] vs \['dog', 'cat'\]"):
-        build_evaluator(load_config(None, ["DATASETS.TRAIN=[cls_train]", "DATASETS.TEST=[cls_swapped]"]))
+    cfg = load_config(None, ["DATASETS.TRAIN=[cls_train]", "DATASETS.TEST=[cls_swapped]"])
+    build_evaluator(cfg)
+    swapped = load_datasets(["cls_swapped"], cfg, key="DATASETS.TEST")
+    assert swapped.class_names == ["cat", "dog"]
+    names = {c["id"]: c["name"] for c in swapped.coco_gt["categories"]}
+    assert [names[k] for k in swapped.category_ids] == ["cat", "dog"]
 
 
 def test_eval_refuses_weights_whose_category_ids_are_not_the_test_sets(tmp_path, confident_model, capsys):
