@@ -110,6 +110,7 @@ DEFAULTS: dict[str, Any] = {
         "CLIP_NORM": 32.0,
         "CHECKPOINT_PERIOD": 5000,
         "AMP": "",
+        "PATIENCE": 0,  # evaluations without improvement of TEST.BEST_METRIC before training stops; 0 = never
     },
     "TEST": {
         "EVAL_PERIOD": 0,
@@ -117,6 +118,10 @@ DEFAULTS: dict[str, Any] = {
         "IMS_PER_BATCH": 1,
         # CPU inference by Winograd F(4x4, 3x3) (od2.layers.winograd.convert_to_winograd) in od2 eval / predict
         "WINOGRAD": False,
+        # model_best.pth keeps the weights of the evaluation with the best value of this coco_summary.json key
+        # ("" = no best checkpoint); BEST_MODE: max, min, or auto (min for loss* keys, max otherwise)
+        "BEST_METRIC": "AP",
+        "BEST_MODE": "auto",
     },
     "OUTPUT_DIR": "./output",
     "SEED": 42,
@@ -181,6 +186,7 @@ VALUE_RANGES: dict[str, ValueRange] = {
     "SOLVER.WARMUP_FACTOR": PROBABILITY,
     "SOLVER.CLIP_NORM": at_least(0),
     "SOLVER.CHECKPOINT_PERIOD": at_least(0),
+    "SOLVER.PATIENCE": at_least(0),
     "TEST.EVAL_PERIOD": at_least(0),
     "TEST.DETECTIONS_PER_IMAGE": at_least(1),
     "TEST.IMS_PER_BATCH": at_least(1),
