@@ -119,9 +119,19 @@ DEFAULTS: dict[str, Any] = {
         # CPU inference by Winograd F(4x4, 3x3) (od2.layers.winograd.convert_to_winograd) in od2 eval / predict
         "WINOGRAD": False,
         # model_best.pth keeps the weights of the evaluation with the best value of this coco_summary.json key
-        # ("" = no best checkpoint); BEST_MODE: max, min, or auto (min for loss* keys, max otherwise)
+        # ("" = no best checkpoint); BEST_MODE: max, min, or auto (min for keys holding "loss", max otherwise)
         "BEST_METRIC": "AP",
+        # evaluations also report the training losses on the test set (loss_cls, loss_box_reg, total_loss)
+        "VAL_LOSS": True,
+        # training's evaluations draw their detections on this many test images (eval/predictions.png, TensorBoard)
+        "VIS_IMAGES": 4,
         "BEST_MODE": "auto",
+    },
+    # experiment trackers beside TensorBoard (optional extras: pip install 'od2[mlflow]' / 'od2[wandb]')
+    "TRACKERS": [],  # any of mlflow, wandb
+    "TRACKER": {
+        "MLFLOW": {"URI": "", "EXPERIMENT": "od2"},  # URI "": sqlite:///OUTPUT_DIR/mlflow.db
+        "WANDB": {"PROJECT": "od2", "ENTITY": ""},  # WANDB_MODE=offline keeps the run local
     },
     "OUTPUT_DIR": "./output",
     "SEED": 42,
@@ -139,6 +149,7 @@ RETIRED_KEYS: dict[str, str] = {
 LIST_ITEM_TYPES: dict[str, type] = {
     "MODEL.PIXEL_MEAN": float,
     "MODEL.PIXEL_STD": float,
+    "TRACKERS": str,
 }
 
 # Where a number must lie, checked when a file or override sets it (for a list: each of its numbers, however deeply
@@ -188,6 +199,7 @@ VALUE_RANGES: dict[str, ValueRange] = {
     "SOLVER.CHECKPOINT_PERIOD": at_least(0),
     "SOLVER.PATIENCE": at_least(0),
     "TEST.EVAL_PERIOD": at_least(0),
+    "TEST.VIS_IMAGES": at_least(0),
     "TEST.DETECTIONS_PER_IMAGE": at_least(1),
     "TEST.IMS_PER_BATCH": at_least(1),
     "LOG_PERIOD": at_least(0),

@@ -59,6 +59,7 @@ from .hooks import (
     PeriodicCheckpointer,
     ProgressBar,
     TrainFeedHook,
+    build_trackers,
     merge_checkpoint_states,
 )
 from .lr_schedule import LRSchedule
@@ -163,7 +164,7 @@ class Trainer:
         hooks.append(TrainFeedHook(self.feed))
         hooks.extend(extra)
         if dist.is_main_process():
-            hooks += [ProgressBar(), MetricsWriter(self.output_dir, cfg.LOG_PERIOD)]
+            hooks += [ProgressBar(), MetricsWriter(self.output_dir, cfg.LOG_PERIOD), *build_trackers(cfg)]
         evaluates = evaluator is not None and cfg.TEST.EVAL_PERIOD > 0
         if cfg.SOLVER.PATIENCE and not (evaluates and cfg.TEST.BEST_METRIC):
             raise ConfigError(f"SOLVER.PATIENCE={cfg.SOLVER.PATIENCE} counts evaluations without improvement of "

@@ -7,7 +7,8 @@ callbacks). :class:`HookBase` documents the interface and the call order.
 2. :class:`EMAHook` (MODEL.EMA): the EMA update; checkpoint ``ema``, ``ema_updates``.
 3. :class:`TrainFeedHook`: the Stitcher's choice of the next batch; checkpoint ``feed_*``.
 4. the caller's ``hooks``, in their order.
-5. :class:`ProgressBar`, :class:`MetricsWriter` (rank 0 only): tqdm, ``metrics.jsonl``, TensorBoard.
+5. :class:`ProgressBar`, :class:`MetricsWriter`, then the TRACKERS (:class:`MLflowTracker`, :class:`WandbTracker`)
+   (rank 0 only): tqdm, ``metrics.jsonl``, TensorBoard, MLflow / Weights & Biases.
 6. :class:`BestCheckpointer` (with an evaluator, TEST.EVAL_PERIOD > 0 and a TEST.BEST_METRIC): ``model_best.pth``
    and early stopping (SOLVER.PATIENCE) in ``after_evaluation``; checkpoint ``best_metric``.
 7. :class:`EvalHook` (with an evaluator and TEST.EVAL_PERIOD > 0): evaluation, then every hook's
@@ -22,6 +23,7 @@ from .base import HookBase, merge_checkpoint_states
 from .best import BEST_CHECKPOINT, BestCheckpointer
 from .checkpointer import PeriodicCheckpointer
 from .evaluation import EvalHook, Evaluator
+from .trackers import MLflowTracker, WandbTracker, build_trackers
 from .training import EMAHook, LRScheduler, TrainFeedHook
 from .writers import MetricsWriter, ProgressBar, RunInfoWriter
 
@@ -33,10 +35,13 @@ __all__ = [
     "Evaluator",
     "HookBase",
     "LRScheduler",
+    "MLflowTracker",
     "MetricsWriter",
     "PeriodicCheckpointer",
     "ProgressBar",
     "RunInfoWriter",
     "TrainFeedHook",
+    "WandbTracker",
+    "build_trackers",
     "merge_checkpoint_states",
 ]

@@ -19,11 +19,12 @@ BEST_MODES = ("auto", "max", "min")
 
 
 def metric_direction(metric: str, mode: str) -> str:
-    """``"max"`` or ``"min"``: ``mode`` itself, or for ``"auto"`` min for losses (``loss*`` keys) and max otherwise."""
+    """``"max"`` or ``"min"``: ``mode`` itself, or for ``"auto"`` min for losses (keys holding ``loss``) and max
+    otherwise."""
     check_choice("TEST.BEST_MODE", mode, BEST_MODES)
     if mode != "auto":
         return mode
-    return "min" if metric.startswith("loss") else "max"
+    return "min" if "loss" in metric else "max"
 
 
 class BestCheckpointer(HookBase):
