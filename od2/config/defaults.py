@@ -114,6 +114,7 @@ DEFAULTS: dict[str, Any] = {
         "CLIP_NORM": 32.0,
         "CHECKPOINT_PERIOD": 5000,
         "AMP": "",
+        "PATIENCE": 0,  # evaluations without improvement of TEST.BEST_METRIC before training stops; 0 = never
     },
     "TEST": {
         "EVAL_PERIOD": 0,
@@ -123,6 +124,20 @@ DEFAULTS: dict[str, Any] = {
         "WINOGRAD": False,
         # Score threshold of the evaluation's confusion matrix (eval/confusion_matrix.*): od2 predict's default
         "CONFUSION_SCORE_THRESH": 0.3,
+        # model_best.pth keeps the weights of the evaluation with the best value of this coco_summary.json key
+        # ("" = no best checkpoint); BEST_MODE: max, min, or auto (min for keys holding "loss", max otherwise)
+        "BEST_METRIC": "AP",
+        # evaluations also report the training losses on the test set (loss_cls, loss_box_reg, total_loss)
+        "VAL_LOSS": True,
+        # training's evaluations draw their detections on this many test images (eval/predictions.png, TensorBoard)
+        "VIS_IMAGES": 4,
+        "BEST_MODE": "auto",
+    },
+    # experiment trackers beside TensorBoard (optional extras: pip install 'od2[mlflow]' / 'od2[wandb]')
+    "TRACKERS": [],  # any of mlflow, wandb
+    "TRACKER": {
+        "MLFLOW": {"URI": "", "EXPERIMENT": "od2"},  # URI "": sqlite:///OUTPUT_DIR/mlflow.db
+        "WANDB": {"PROJECT": "od2", "ENTITY": ""},  # WANDB_MODE=offline keeps the run local
     },
     "OUTPUT_DIR": "./output",
     "SEED": 42,
@@ -141,6 +156,7 @@ LIST_ITEM_TYPES: dict[str, type] = {
     "MODEL.PIXEL_MEAN": float,
     "MODEL.PIXEL_STD": float,
     "DATASETS.CLASS_NAMES": str,
+    "TRACKERS": str,
 }
 
 # Where a number must lie, checked when a file or override sets it (for a list: each of its numbers, however deeply
@@ -189,7 +205,9 @@ VALUE_RANGES: dict[str, ValueRange] = {
     "SOLVER.WARMUP_FACTOR": PROBABILITY,
     "SOLVER.CLIP_NORM": at_least(0),
     "SOLVER.CHECKPOINT_PERIOD": at_least(0),
+    "SOLVER.PATIENCE": at_least(0),
     "TEST.EVAL_PERIOD": at_least(0),
+    "TEST.VIS_IMAGES": at_least(0),
     "TEST.DETECTIONS_PER_IMAGE": at_least(1),
     "TEST.IMS_PER_BATCH": at_least(1),
     "LOG_PERIOD": at_least(0),

@@ -49,6 +49,7 @@ from .checkpoint import (
 from .ema import ModelEMA
 from .errors import NonFiniteLossError
 from .hooks import (
+    BestCheckpointer,
     EMAHook,
     EvalHook,
     Evaluator,
@@ -58,6 +59,7 @@ from .hooks import (
     PeriodicCheckpointer,
     ProgressBar,
     TrainFeedHook,
+    build_trackers,
     merge_checkpoint_states,
 )
 from .lr_schedule import LRSchedule
@@ -166,8 +168,15 @@ class Trainer:
         hooks.append(TrainFeedHook(self.feed))
         hooks.extend(extra)
         if dist.is_main_process():
-            hooks += [ProgressBar(), MetricsWriter(self.output_dir, cfg.LOG_PERIOD)]
-        if evaluator is not None and cfg.TEST.EVAL_PERIOD > 0:
+            hooks += [ProgressBar(), MetricsWriter(self.output_dir, cfg.LOG_PERIOD), *build_trackers(cfg)]
+        evaluates = evaluator is not None and cfg.TEST.EVAL_PERIOD > 0
+        if cfg.SOLVER.PATIENCE and not (evaluates and cfg.TEST.BEST_METRIC):
+            raise ConfigError(f"SOLVER.PATIENCE={cfg.SOLVER.PATIENCE} counts evaluations without improvement of "
+                              "TEST.BEST_METRIC, but this run has no evaluations (TEST.EVAL_PERIOD > 0 and "
+                              "DATASETS.TEST) or no TEST.BEST_METRIC; set them or SOLVER.PATIENCE=0")
+        if evaluates:
+            if cfg.TEST.BEST_METRIC:
+                hooks.append(BestCheckpointer(cfg.TEST.BEST_METRIC, cfg.TEST.BEST_MODE, cfg.SOLVER.PATIENCE))
             hooks.append(EvalHook(evaluator, cfg.TEST.EVAL_PERIOD))
         hooks.append(PeriodicCheckpointer(cfg.SOLVER.CHECKPOINT_PERIOD))
         return hooks
@@ -258,6 +267,8 @@ class Trainer:
                 self.data_time = time.perf_counter() - data_start
                 losses = self.step(self.iteration, batch)
                 self.call_hooks("after_step", self.iteration, losses)
+                if self.iteration + 1 >= self.max_iter:  # a hook called stop_after_step
+                    break
         except BaseException as error:
             self.call_hooks("on_exception", self.iteration, error)
             raise
@@ -324,6 +335,13 @@ class Trainer:
                 "skipped_images": self.skipped_images,
                 **({"scaler": self.scaler.state_dict()} if self.scaler.is_enabled() else {})}
         return merge_checkpoint_states(core, self.hooks, reserved=TRAINING_CHECKPOINT_KEYS)
+
+    def stop_after_step(self, iteration: int, reason: str) -> None:
+        """End the run after step ``iteration`` (every rank must call it alike): ``max_iter`` becomes ``iteration + 1``,
+        so the hooks after the caller treat this step as the last (the checkpointer writes ``model_final.pth``). The
+        learning-rate schedule still follows SOLVER.MAX_ITER. ``reason`` is logged."""
+        self.max_iter = iteration + 1
+        logger.warning("stopping after iteration %d of %d: %s", iteration + 1, self.cfg.SOLVER.MAX_ITER, reason)
 
     def report_evaluation(self, iteration: int, summary: dict[str, Any] | None) -> None:
         """Keep ``summary`` as ``last_evaluation`` and call every hook's ``after_evaluation`` (for evaluating hooks)."""

@@ -23,6 +23,8 @@ from .inference import run_inference
 
 logger = logging.getLogger(__name__)
 
+VIS_SCORE_THRESH = 0.3  # the detections training's evaluations draw (od2 eval --vis-thresh's default)
+
 
 def evaluate_model(cfg: CfgNode, model: torch.nn.Module, device: torch.device, dataset_name: str,
                    out_dir: str | Path, quiet: bool = False, info: DatasetInfo | None = None) -> dict | None:
@@ -32,6 +34,9 @@ def evaluate_model(cfg: CfgNode, model: torch.nn.Module, device: torch.device, d
     Images that fail to decode are skipped (DATALOADER.BAD_IMAGES=skip) and left out of the ground truth too, so
     AP covers the images scored; the summary's ``num_images`` counts those, ``skipped_images`` lists the others
     (image_id, file_name, reason), and the printed report names them.
+
+    With TEST.VAL_LOSS the summary also holds the validation losses from the same forward (``loss_cls``,
+    ``loss_box_reg``, ``total_loss``: :func:`run_inference`'s ``losses``).
 
     Writes ``out_dir/coco_summary.json`` (AP..ARl fractions, s_per_img, num_images, skipped_images, the seconds
     of the evaluator and of the diagnostics), ``out_dir/detections.json`` (COCO results) and the per-class results,
@@ -52,7 +57,8 @@ def evaluate_model(cfg: CfgNode, model: torch.nn.Module, device: torch.device, d
                          f"training classes")
     loader = build_test_loader_from_cfg(cfg, info.records)
     model = convert_for_inference(model, cfg)
-    result = run_inference(model, loader, device, list(info.category_ids), progress=not quiet)
+    result = run_inference(model, loader, device, list(info.category_ids), progress=not quiet,
+                           losses=cfg.TEST.VAL_LOSS)
     if not dist.is_main_process():
         return None
     coco_gt = _without_images(info.coco_gt, {s["image_id"] for s in result.skipped})
@@ -65,7 +71,7 @@ def evaluate_model(cfg: CfgNode, model: torch.nn.Module, device: torch.device, d
     extra = {"s_per_img": round(result.seconds_per_image, 5), "num_images": result.num_images,
              "eval_seconds": round(summary.eval_seconds, 3),
              "diagnostics_seconds": round(time.perf_counter() - start, 3), "dataset": dataset_name,
-             "skipped_images": result.skipped}
+             "skipped_images": result.skipped, **result.losses}
     write_summary_json(summary, out_dir / "coco_summary.json", **extra)
     if not quiet:
         print(f"COCO bbox evaluation of {dataset_name} ({result.num_images} images scored, {len(result.skipped)} "
@@ -77,6 +83,8 @@ def evaluate_model(cfg: CfgNode, model: torch.nn.Module, device: torch.device, d
               f"{summary.eval_seconds:.2f} s")
         print(diagnostics.report())
         print(f"per-class results, thresholds, confusion matrix and pictures in {out_dir}")
+        if result.losses:
+            print("validation loss: " + " ".join(f"{k} {v:.4f}" for k, v in result.losses.items()))
     return {**summary.as_dict(), **extra, **diagnostics.summary_entries()}
 
 
@@ -122,7 +130,9 @@ def build_evaluator(cfg: CfgNode) -> Callable[[torch.nn.Module], dict | None]:
     """The evaluation a training run makes every TEST.EVAL_PERIOD iterations: ``evaluate(model) -> summary``.
 
     It runs :func:`evaluate_model` quietly on DATASETS.TEST[0], on the device the model's weights are on, writing
-    ``OUTPUT_DIR/eval``; the trainer takes it as ``Trainer(cfg, evaluator=build_evaluator(cfg))`` (what
+    ``OUTPUT_DIR/eval``, and with TEST.VIS_IMAGES draws the detections (score >= 0.3) on that many test images
+    into ``eval/predictions.png``, named in the summary's ``figures`` (TensorBoard and the trackers show it); the
+    trainer takes it as ``Trainer(cfg, evaluator=build_evaluator(cfg))`` (what
     ``od2 train`` does), since od2.engine does not import od2.evaluation.
 
     Raises:
@@ -137,7 +147,14 @@ def build_evaluator(cfg: CfgNode) -> Callable[[torch.nn.Module], dict | None]:
     test_data = load_datasets([dataset_name], cfg, key="DATASETS.TEST")
 
     def evaluate(model: torch.nn.Module) -> dict | None:
-        return evaluate_model(cfg, model, next(model.parameters()).device, dataset_name, out_dir, quiet=True,
-                              info=test_data)
+        summary = evaluate_model(cfg, model, next(model.parameters()).device, dataset_name, out_dir, quiet=True,
+                                 info=test_data)
+        if summary is not None and cfg.TEST.VIS_IMAGES > 0:
+            from .visualize import draw_dataset_predictions
+
+            path = draw_dataset_predictions(test_data, out_dir / "detections.json", out_dir / "predictions.png",
+                                            num_images=cfg.TEST.VIS_IMAGES, score_thresh=VIS_SCORE_THRESH)
+            summary = {**summary, "figures": {**summary.get("figures", {}), "predictions": str(path)}}
+        return summary
 
     return evaluate

@@ -91,7 +91,12 @@ class RetinaNet(nn.Module):
         """Detections for uint8 ``images`` [B, 3, H, W] whose content is ``image_sizes`` int [B, 2] (h, w): per
         image ``dict(boxes float [M, 4] XYXY in the pixels of images, scores [M], labels int64 [M])``, sorted by
         decreasing score, M <= ``max_detections``."""
-        logits, deltas, anchors = self.raw_outputs(self.normalize(images))
+        return self.postprocess(*self.raw_outputs(self.normalize(images)), image_sizes)
+
+    def postprocess(self, logits: list[torch.Tensor], deltas: list[torch.Tensor], anchors: list[torch.Tensor],
+                    image_sizes: torch.Tensor) -> list[dict[str, torch.Tensor]]:
+        """:meth:`inference`'s detections from :meth:`raw_outputs` (which :meth:`losses` also takes, so that an
+        evaluation can compute both from one forward)."""
         return detect(logits, deltas, anchors, image_sizes, self.box_coder, score_thresh=self.score_thresh,
                       topk=self.topk_candidates, nms_thresh=self.nms_thresh, max_detections=self.max_detections)
 

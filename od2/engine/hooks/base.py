@@ -30,8 +30,8 @@ class HookBase:
             runs), ``bare_model``, ``eval_model``, ``optimizer``, ``scaler``, ``ema``, ``feed``, ``device``,
             ``output_dir``, ``class_names``, ``start_iter``, ``max_iter``, ``data_time`` (seconds the last batch
             took), ``skipped_images`` (training images replaced so far) and ``last_evaluation``, and call
-            ``save_checkpoint(name, iteration)`` and ``report_evaluation(iteration, summary)``; it should change none
-            of them except through its own job.
+            ``save_checkpoint(name, iteration)``, ``report_evaluation(iteration, summary)`` and
+            ``stop_after_step(iteration, reason)``; it should change none of them except through its own job.
 
     Hooks run in every process of a multi-process run; ``save_checkpoint`` and an evaluator synchronise the
     processes, so a hook calls them on every rank or on none.

@@ -14,6 +14,7 @@ from od2.utils import comm as dist
 
 from ..run_info import METRICS, drop_metrics_after, write_run_info
 from .base import HookBase
+from .eval_summary import figures, per_class_scalars, read_png, scalars
 
 # Summary entries the one-line evaluation report prints when the evaluator returns them (COCO's headline numbers).
 HEADLINE_METRICS = ("AP", "AP50")
@@ -60,9 +61,10 @@ class MetricsWriter(HookBase):
     loss entries..., "lr", "data_time", "time": seconds since training (re)started, "data/skipped_images": training
     images replaced so far (the run's total, resumes included), "mosaic_batches" with Stitcher}`` and the scalars
     ``train/<loss entry>``, ``train/lr``, ``data/skipped_images``. After each evaluation: one record
-    ``{"iteration", "eval/<key>": value...}`` with every summary entry, the scalars ``eval/<key>`` of its float
-    entries, and a printed line with its AP and AP50. A resumed run drops the records after the resumed iteration
-    and appends, and TensorBoard drops the events after it.
+    ``{"iteration", "eval/<key>": value...}`` with every summary entry, the scalars ``eval/<key>`` of its numbers
+    and ``eval_per_class/<class>/<key>`` of its ``per_class`` results, its ``figures`` as images
+    ``eval_figures/<name>`` (:mod:`.eval_summary`), and a printed line with its AP and AP50. A resumed run drops
+    the records after the resumed iteration and appends, and TensorBoard drops the events after it.
     """
 
     def __init__(self, output_dir: str | Path, period: int):
@@ -103,9 +105,10 @@ class MetricsWriter(HookBase):
         tqdm.write(f"iteration {done}: " + " ".join(f"{k} {v:.4f}" for k, v in headline.items())
                    + (" (EMA weights)" if self.trainer.ema is not None else ""))
         self.write({"iteration": done, **{f"eval/{k}": v for k, v in summary.items()}})
-        for key, value in summary.items():
-            if isinstance(value, float):
-                self.tensorboard.add_scalar(f"eval/{key}", value, done)
+        for tag, value in {**scalars(summary), **per_class_scalars(summary)}.items():
+            self.tensorboard.add_scalar(tag, value, done)
+        for name, path in figures(summary).items():
+            self.tensorboard.add_image(f"eval_figures/{name}", read_png(path), done, dataformats="HWC")
 
     def write(self, record: dict[str, Any]) -> None:
         self.file.write(json.dumps(record) + "\n")
