@@ -111,7 +111,8 @@ def test_metrics_writer_records_per_class_results_as_json_and_only_floats_as_sca
     record = json.loads((tmp_path / "metrics.jsonl").read_text())
     assert record["iteration"] == 10 and record["eval/per_class"] == summary["per_class"]
     assert record["eval/figures"] == summary["figures"]
-    assert sorted(writer.tensorboard.scalars) == ["eval/AP", "eval/AP50", "eval/best_f1"]
+    assert sorted(writer.tensorboard.scalars) == ["eval/AP", "eval/AP50", "eval/best_f1", "eval_per_class/a/AP",
+                                                  "eval_per_class/a/num_dt", "eval_per_class/a/num_gt"]
 
 
 def test_confusion_score_thresh_outside_0_1_is_refused_before_any_inference(tmp_path, case, capsys):
