@@ -14,7 +14,7 @@ from .anchors import AnchorGenerator
 from .box_coder import BoxCoder
 from .losses import box_losses, dense_focal_loss_sum
 from .matcher import NEGATIVE, POSITIVE, Matcher, batched_box_iou, pad_boxes
-from .postprocess import detect
+from .postprocess import detect_flat, split_by_image
 from .retinanet_head import RetinaNetHead
 
 
@@ -91,9 +91,14 @@ class RetinaNet(nn.Module):
         """Detections for uint8 ``images`` [B, 3, H, W] whose content is ``image_sizes`` int [B, 2] (h, w): per
         image ``dict(boxes float [M, 4] XYXY in the pixels of images, scores [M], labels int64 [M])``, sorted by
         decreasing score, M <= ``max_detections``."""
+        return split_by_image(self.inference_flat(images, image_sizes), images.shape[0])
+
+    def inference_flat(self, images: torch.Tensor, image_sizes: torch.Tensor) -> dict[str, torch.Tensor]:
+        """:meth:`inference`'s detections as flat tensors with ``image_index`` int64 [N] (see
+        :func:`od2.modeling.postprocess.detect_flat`): the form a dynamic-batch ONNX graph returns."""
         logits, deltas, anchors = self.raw_outputs(self.normalize(images))
-        return detect(logits, deltas, anchors, image_sizes, self.box_coder, score_thresh=self.score_thresh,
-                      topk=self.topk_candidates, nms_thresh=self.nms_thresh, max_detections=self.max_detections)
+        return detect_flat(logits, deltas, anchors, image_sizes, self.box_coder, score_thresh=self.score_thresh,
+                           topk=self.topk_candidates, nms_thresh=self.nms_thresh, max_detections=self.max_detections)
 
     def losses(self, logits: list[torch.Tensor], deltas: list[torch.Tensor], anchors: list[torch.Tensor],
                gt_boxes: list[torch.Tensor], gt_labels: list[torch.Tensor],
