@@ -117,6 +117,10 @@ DEFAULTS: dict[str, Any] = {
         "IMS_PER_BATCH": 1,
         # CPU inference by Winograd F(4x4, 3x3) (od2.layers.winograd.convert_to_winograd) in od2 eval / predict
         "WINOGRAD": False,
+        # Test-time augmentation in od2 eval (od2.evaluation.tta): every size of MIN_SIZES (empty: INPUT.MIN_SIZE_TEST)
+        # and, with FLIP, its horizontal flip, merged by class-wise NMS at MODEL.RETINANET.NMS_THRESH_TEST. MAX_SIZE:
+        # the long-side cap of every size; 0 scales INPUT.MAX_SIZE_TEST by size / INPUT.MIN_SIZE_TEST.
+        "AUG": {"ENABLED": False, "MIN_SIZES": [], "MAX_SIZE": 0, "FLIP": True},
     },
     "OUTPUT_DIR": "./output",
     "SEED": 42,
@@ -134,6 +138,7 @@ RETIRED_KEYS: dict[str, str] = {
 LIST_ITEM_TYPES: dict[str, type] = {
     "MODEL.PIXEL_MEAN": float,
     "MODEL.PIXEL_STD": float,
+    "TEST.AUG.MIN_SIZES": int,
 }
 
 # Where a number must lie, checked when a file or override sets it (for a list: each of its numbers, however deeply
@@ -184,5 +189,7 @@ VALUE_RANGES: dict[str, ValueRange] = {
     "TEST.EVAL_PERIOD": at_least(0),
     "TEST.DETECTIONS_PER_IMAGE": at_least(1),
     "TEST.IMS_PER_BATCH": at_least(1),
+    "TEST.AUG.MIN_SIZES": at_least(1),
+    "TEST.AUG.MAX_SIZE": at_least(0),
     "LOG_PERIOD": at_least(0),
 }

@@ -18,6 +18,7 @@ from od2.utils import comm as dist
 
 from .coco_evaluator import CocoEvaluator, write_summary_json
 from .inference import run_inference
+from .predictor import build_test_predictor
 
 logger = logging.getLogger(__name__)
 
@@ -25,7 +26,9 @@ logger = logging.getLogger(__name__)
 def evaluate_model(cfg: CfgNode, model: torch.nn.Module, device: torch.device, dataset_name: str,
                    out_dir: str | Path, quiet: bool = False, info: DatasetInfo | None = None) -> dict | None:
     """COCO evaluation of ``model`` on ``dataset_name``, after converting ``model`` in place for inference as the
-    config asks (:func:`od2.modeling.build.convert_for_inference`; exact for training, which may go on after it).
+    config asks (:func:`od2.modeling.build.convert_for_inference`; exact for training, which may go on after it),
+    through test-time augmentation when TEST.AUG enables it
+    (:func:`od2.evaluation.predictor.build_test_predictor`).
 
     Images that fail to decode are skipped (DATALOADER.BAD_IMAGES=skip) and left out of the ground truth too, so
     AP covers the images scored; the summary's ``num_images`` counts those, ``skipped_images`` lists the others
@@ -43,9 +46,9 @@ def evaluate_model(cfg: CfgNode, model: torch.nn.Module, device: torch.device, d
         raise ValueError(f"the model predicts {num_classes} classes but {dataset_name} has "
                          f"{len(info.category_ids)} ({info.class_names}); evaluate on a dataset with the "
                          f"training classes")
-    loader = build_test_loader_from_cfg(cfg, info.records)
-    model = convert_for_inference(model, cfg)
-    result = run_inference(model, loader, device, list(info.category_ids), progress=not quiet)
+    predictor, resize = build_test_predictor(cfg, convert_for_inference(model, cfg))
+    loader = build_test_loader_from_cfg(cfg, info.records, resize)
+    result = run_inference(predictor, loader, device, list(info.category_ids), progress=not quiet)
     if not dist.is_main_process():
         return None
     summary = CocoEvaluator(_without_images(info.coco_gt, {s["image_id"] for s in result.skipped})).evaluate(
