@@ -76,9 +76,9 @@ def build_train_loader_from_cfg(cfg: CfgNode, records: list[dict], start_iter: i
     )
 
 
-def build_test_loader_from_cfg(cfg: CfgNode, records: list[dict], resize: tuple[int, int] | None = None):
+def build_test_loader_from_cfg(cfg: CfgNode, records: list[dict], resize: tuple[int | None, int] | None = None):
     """This rank's share of ``records``, resized to INPUT.MIN_SIZE_TEST / MAX_SIZE_TEST, in order; ``resize``
-    (min_size, max_size) replaces those two keys."""
+    (min_size or None for the original size, max_size) replaces those two keys."""
     min_size, max_size = resize or (cfg.INPUT.MIN_SIZE_TEST, cfg.INPUT.MAX_SIZE_TEST)
     return build_test_loader(
         records, min_size=min_size, max_size=max_size,

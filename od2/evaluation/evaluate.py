@@ -27,7 +27,7 @@ def evaluate_model(cfg: CfgNode, model: torch.nn.Module, device: torch.device, d
                    out_dir: str | Path, quiet: bool = False, info: DatasetInfo | None = None) -> dict | None:
     """COCO evaluation of ``model`` on ``dataset_name``, after converting ``model`` in place for inference as the
     config asks (:func:`od2.modeling.build.convert_for_inference`; exact for training, which may go on after it),
-    through test-time augmentation when TEST.AUG enables it
+    through test-time augmentation or sliced inference when TEST.AUG or TEST.SLICE enable them
     (:func:`od2.evaluation.predictor.build_test_predictor`).
 
     Images that fail to decode are skipped (DATALOADER.BAD_IMAGES=skip) and left out of the ground truth too, so

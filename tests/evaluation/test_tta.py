@@ -10,6 +10,7 @@ from torchvision.ops import box_iou
 
 from od2.config import ConfigError, load_config
 from od2.evaluation.predictor import build_test_predictor
+from od2.evaluation.slicing import SlicedInference
 from od2.evaluation.tta import TestTimeAugmentation
 
 
@@ -74,6 +75,8 @@ def test_config_builds_the_wrapper_and_the_loader_resize():
     assert resize == (224, 373)  # the loader delivers the largest view; the others are downscales of it
     plain, plain_resize = build_test_predictor(load_config(None, ["INPUT.MIN_SIZE_TEST=192"]), model)
     assert plain is model and plain_resize == (192, 1333)
+    sliced, slice_resize = build_test_predictor(load_config(None, ["TEST.SLICE.ENABLED=True"]), model)
+    assert isinstance(sliced, SlicedInference) and slice_resize[0] is None  # tiles come from the original pixels
     default_sizes, _ = build_test_predictor(load_config(None, ["TEST.AUG.ENABLED=True"]), model)
     assert default_sizes.min_sizes == [576]  # INPUT.MIN_SIZE_TEST
 
@@ -88,6 +91,12 @@ def test_bad_values_name_the_key(override, message):
         load_config(None, [override])
 
 
+def test_augmentation_and_slicing_together_is_an_error():
+    cfg = load_config(None, ["TEST.AUG.ENABLED=True", "TEST.SLICE.ENABLED=True"])
+    with pytest.raises(ConfigError, match="TEST.AUG.ENABLED and TEST.SLICE.ENABLED"):
+        build_test_predictor(cfg, ConstantBox())
+
+
 def test_off_by_default():
     cfg = load_config(None, [])
-    assert not cfg.TEST.AUG.ENABLED
+    assert not cfg.TEST.AUG.ENABLED and not cfg.TEST.SLICE.ENABLED
