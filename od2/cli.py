@@ -116,7 +116,7 @@ def build_parser() -> argparse.ArgumentParser:
         description="Write an ONNX graph: inputs images uint8 [1, 3, H, W] (RGB, content top-left, zero padding) "
                     "and image_size int64 [2] (content h, w); outputs boxes float [M, 4] (XYXY, input pixels), "
                     "scores [M] and labels int64 [M], postprocessed as od2 does (top-k per level, score threshold, "
-                    "class-wise NMS). H x W is fixed at export (default: the test size, short side "
+                    "class-wise NMS). H x W is fixed at export unless --dynamic (default: the test size, short side "
                     "INPUT.MIN_SIZE_TEST in a 4:3 landscape canvas padded to INPUT.SIZE_DIVISIBILITY). Class names "
                     "and the resize settings are stored as metadata. The export is checked against PyTorch with "
                     "onnxruntime. See od2/export.py for the preprocessing (prepare_image).")
@@ -126,6 +126,10 @@ def build_parser() -> argparse.ArgumentParser:
     export.add_argument("--out", required=True, help="output file, e.g. model.onnx")
     export.add_argument("--size", type=int, nargs=2, metavar=("H", "W"),
                         help="input canvas (rounded up to INPUT.SIZE_DIVISIBILITY); images must resize to fit it")
+    export.add_argument("--dynamic", action="store_true",
+                        help="batch size, height and width as dynamic axes: inputs images [B, 3, H, W] and "
+                             "image_sizes [B, 2], outputs boxes, scores, labels and image_index [N] (the batch "
+                             "index of each detection); --size is then the size traced and checked")
 
     report = sub.add_parser(
         "report", help="rebuild the log's results document (settings, COCO block, curves) from run folders",
@@ -323,7 +327,7 @@ def cmd_export(args: argparse.Namespace) -> int:
     import torch
 
     from od2.engine.setup import setup_logging
-    from od2.export import export_onnx
+    from od2.export import export_onnx, max_detection_difference
     from od2.tools.model_info import resolve_input_size
 
     cfg = load_config(args.config, args.opts)
@@ -334,23 +338,31 @@ def cmd_export(args: argparse.Namespace) -> int:
     metadata = {"class_names": json.dumps(class_names), "min_size_test": str(cfg.INPUT.MIN_SIZE_TEST),
                 "max_size_test": str(cfg.INPUT.MAX_SIZE_TEST), "input_size": f"{height}x{width}",
                 "config": str(args.config), "weights": str(weights)}
-    path = export_onnx(model, args.out, height, width, metadata)
-    print(f"exported {path} ({height}x{width} input, {len(class_names)} classes)")
+    metadata["dynamic"] = str(args.dynamic).lower()
+    path = export_onnx(model, args.out, height, width, metadata, dynamic=args.dynamic)
+    print(f"exported {path} ({'dynamic batch and size, traced at ' if args.dynamic else ''}{height}x{width} input, "
+          f"{len(class_names)} classes)")
     try:
         import onnxruntime
     except ImportError:
         print("onnxruntime not installed: export not checked (pip install 'od2[export]')")
         return 0
-    images = torch.randint(0, 256, (1, 3, height, width), dtype=torch.uint8, generator=torch.Generator().manual_seed(0))
-    size = torch.tensor([height, width])
-    boxes, scores, labels = onnxruntime.InferenceSession(str(path)).run(
-        None, {"images": images.numpy(), "image_size": size.numpy()})
+    batch = 2 if args.dynamic else 1
+    images = torch.randint(0, 256, (batch, 3, height, width), dtype=torch.uint8,
+                           generator=torch.Generator().manual_seed(0))
+    sizes = torch.tensor([[height, width]] * batch)
+    feeds = ({"images": images.numpy(), "image_sizes": sizes.numpy()} if args.dynamic
+             else {"images": images.numpy(), "image_size": sizes[0].numpy()})
+    outputs = onnxruntime.InferenceSession(str(path)).run(None, feeds)
+    if not args.dynamic:  # the fixed graph has one image: every detection's batch index is 0
+        outputs.append(np.zeros(len(outputs[2]), np.int64))
     with torch.no_grad():
-        reference = model(images, size[None])[0]
-    same = len(labels) == len(reference["labels"]) and bool((labels == reference["labels"].numpy()).all())
-    diff = float(np.abs(boxes - reference["boxes"].numpy()).max()) if same and len(labels) else 0.0
-    print(f"onnxruntime vs PyTorch on a random image: {len(labels)} vs {len(reference['labels'])} detections, "
-          f"labels {'equal' if same else 'DIFFER'}" + (f", max box difference {diff:.2e} px" if same else ""))
+        reference = model.inference_flat(images, sizes)
+    diff = max_detection_difference(*outputs, reference)
+    same = diff < 0.01
+    print(f"onnxruntime vs PyTorch on {batch} random image{'s' if batch > 1 else ''}: {len(outputs[2])} vs "
+          f"{len(reference['labels'])} detections, labels {'equal' if same else 'DIFFER'}"
+          + (f", max box difference {diff:.2e} px" if same else ""))
     return 0 if same else 1
 
 

@@ -132,6 +132,14 @@ DEFAULTS: dict[str, Any] = {
         # training's evaluations draw their detections on this many test images (eval/predictions.png, TensorBoard)
         "VIS_IMAGES": 4,
         "BEST_MODE": "auto",
+        # Test-time augmentation in od2 eval (od2.evaluation.tta): every size of MIN_SIZES (empty: INPUT.MIN_SIZE_TEST)
+        # and, with FLIP, its horizontal flip, merged by class-wise NMS at MODEL.RETINANET.NMS_THRESH_TEST. MAX_SIZE:
+        # the long-side cap of every size; 0 scales INPUT.MAX_SIZE_TEST by size / INPUT.MIN_SIZE_TEST.
+        "AUG": {"ENABLED": False, "MIN_SIZES": [], "MAX_SIZE": 0, "FLIP": True},
+        # Sliced inference in od2 eval (od2.evaluation.slicing): tiles of SIZE (h, w) original-image pixels
+        # overlapping by OVERLAP of a tile, each resized as a test image, plus the whole image with FULL_IMAGE,
+        # merged by greedy merging on intersection over the smaller box above MATCH_THRESH.
+        "SLICE": {"ENABLED": False, "SIZE": [512, 512], "OVERLAP": 0.2, "FULL_IMAGE": True, "MATCH_THRESH": 0.5},
     },
     # experiment trackers beside TensorBoard (optional extras: pip install 'od2[mlflow]' / 'od2[wandb]')
     "TRACKERS": [],  # any of mlflow, wandb
@@ -157,6 +165,7 @@ LIST_ITEM_TYPES: dict[str, type] = {
     "MODEL.PIXEL_STD": float,
     "DATASETS.CLASS_NAMES": str,
     "TRACKERS": str,
+    "TEST.AUG.MIN_SIZES": int,
 }
 
 # Where a number must lie, checked when a file or override sets it (for a list: each of its numbers, however deeply
@@ -210,5 +219,10 @@ VALUE_RANGES: dict[str, ValueRange] = {
     "TEST.VIS_IMAGES": at_least(0),
     "TEST.DETECTIONS_PER_IMAGE": at_least(1),
     "TEST.IMS_PER_BATCH": at_least(1),
+    "TEST.AUG.MIN_SIZES": at_least(1),
+    "TEST.AUG.MAX_SIZE": at_least(0),
+    "TEST.SLICE.SIZE": at_least(1),
+    "TEST.SLICE.OVERLAP": ValueRange(0.0, 1.0, high_open=True),
+    "TEST.SLICE.MATCH_THRESH": PROBABILITY,
     "LOG_PERIOD": at_least(0),
 }

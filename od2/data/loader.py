@@ -360,7 +360,7 @@ def build_train_loader(
 def build_test_loader(
     records: Sequence[dict],
     *,
-    min_size: int,
+    min_size: int | None,
     max_size: int,
     batch_size: int = 1,
     num_workers: int,
@@ -370,14 +370,15 @@ def build_test_loader(
     bad_images: str = "skip",
     max_pixels: int | None = DEFAULT_MAX_IMAGE_PIXELS,
 ) -> DataLoader:
-    """Sequential loader over this rank's shard ``records[rank::world_size]``, resized with (min_size, max_size).
+    """Sequential loader over this rank's shard ``records[rank::world_size]``, resized with (min_size, max_size);
+    ``min_size=None`` keeps the original sizes (sliced inference cuts tiles from the original pixels).
 
     Every box (crowd included) is kept; nothing is random. Images that fail to decode are left out of their batch
     and listed in its ``skipped_images`` (``bad_images="skip"``, see ``collate_test_batch``) or raise (``error``).
     """
     if not 0 <= rank < world_size:
         raise ValueError(f"need 0 <= rank < world_size, got rank={rank}, world_size={world_size}")
-    transforms = Compose([ResizeShortestEdge((min_size,), max_size)])
+    transforms = Compose([] if min_size is None else [ResizeShortestEdge((min_size,), max_size)])
     dataset = DetectionDataset(records[rank::world_size], transforms, is_train=False, bad_images=bad_images,
                                max_pixels=max_pixels)
     collate = functools.partial(collate_test_batch, size_divisibility=size_divisibility)

@@ -113,10 +113,12 @@ def build_train_loader_from_cfg(cfg: CfgNode, records: list[dict], start_iter: i
     )
 
 
-def build_test_loader_from_cfg(cfg: CfgNode, records: list[dict]):
-    """This rank's share of ``records``, resized to INPUT.MIN_SIZE_TEST / MAX_SIZE_TEST, in order."""
+def build_test_loader_from_cfg(cfg: CfgNode, records: list[dict], resize: tuple[int | None, int] | None = None):
+    """This rank's share of ``records``, resized to INPUT.MIN_SIZE_TEST / MAX_SIZE_TEST, in order; ``resize``
+    (min_size or None for the original size, max_size) replaces those two keys."""
+    min_size, max_size = resize or (cfg.INPUT.MIN_SIZE_TEST, cfg.INPUT.MAX_SIZE_TEST)
     return build_test_loader(
-        records, min_size=cfg.INPUT.MIN_SIZE_TEST, max_size=cfg.INPUT.MAX_SIZE_TEST,
+        records, min_size=min_size, max_size=max_size,
         batch_size=cfg.TEST.IMS_PER_BATCH, num_workers=cfg.DATALOADER.NUM_WORKERS, rank=dist.get_rank(),
         world_size=dist.get_world_size(), size_divisibility=cfg.INPUT.SIZE_DIVISIBILITY,
         bad_images=cfg.DATALOADER.BAD_IMAGES, max_pixels=cfg.INPUT.MAX_IMAGE_PIXELS,

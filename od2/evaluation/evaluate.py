@@ -20,6 +20,7 @@ from od2.utils import comm as dist
 from .coco_evaluator import CocoEvaluator, write_summary_json
 from .diagnostics import write_diagnostics
 from .inference import run_inference
+from .predictor import build_test_predictor
 
 logger = logging.getLogger(__name__)
 
@@ -29,7 +30,9 @@ VIS_SCORE_THRESH = 0.3  # the detections training's evaluations draw (od2 eval -
 def evaluate_model(cfg: CfgNode, model: torch.nn.Module, device: torch.device, dataset_name: str,
                    out_dir: str | Path, quiet: bool = False, info: DatasetInfo | None = None) -> dict | None:
     """COCO evaluation of ``model`` on ``dataset_name``, after converting ``model`` in place for inference as the
-    config asks (:func:`od2.modeling.build.convert_for_inference`; exact for training, which may go on after it).
+    config asks (:func:`od2.modeling.build.convert_for_inference`; exact for training, which may go on after it),
+    through test-time augmentation or sliced inference when TEST.AUG or TEST.SLICE enable them
+    (:func:`od2.evaluation.predictor.build_test_predictor`).
 
     Images that fail to decode are skipped (DATALOADER.BAD_IMAGES=skip) and left out of the ground truth too, so
     AP covers the images scored; the summary's ``num_images`` counts those, ``skipped_images`` lists the others
@@ -55,10 +58,11 @@ def evaluate_model(cfg: CfgNode, model: torch.nn.Module, device: torch.device, d
         raise ValueError(f"the model predicts {num_classes} classes but {dataset_name} has "
                          f"{len(info.category_ids)} ({info.class_names}); evaluate on a dataset with the "
                          f"training classes")
-    loader = build_test_loader_from_cfg(cfg, info.records)
-    model = convert_for_inference(model, cfg)
-    result = run_inference(model, loader, device, list(info.category_ids), progress=not quiet,
-                           losses=cfg.TEST.VAL_LOSS)
+    predictor, resize = build_test_predictor(cfg, convert_for_inference(model, cfg))
+    loader = build_test_loader_from_cfg(cfg, info.records, resize)
+    # the validation loss needs the plain model's forward: left out under test-time augmentation or slicing
+    result = run_inference(predictor, loader, device, list(info.category_ids), progress=not quiet,
+                           losses=cfg.TEST.VAL_LOSS and predictor is model)
     if not dist.is_main_process():
         return None
     coco_gt = _without_images(info.coco_gt, {s["image_id"] for s in result.skipped})

@@ -16,12 +16,26 @@ def tf_same_padding(height: int, width: int, kernel: int, stride: int) -> tuple[
     """
     if kernel < 1 or stride < 1:
         raise ValueError(f"kernel and stride must be at least 1, got kernel {kernel}, stride {stride}")
+    if torch.jit.is_tracing():  # the sizes are traced tensors: keep the padding a function of them (dynamic ONNX)
+        return _traced_same_padding(height, width, kernel, stride)
     if height < 1 or width < 1:
         raise ValueError(f"the input size must be at least 1x1, got {height}x{width}")
     pads = []
     for size in (width, height):  # F.pad order: last axis first
         total = max((-(-size // stride) - 1) * stride + kernel - size, 0)
         pads += [total // 2, total - total // 2]
+    return pads[0], pads[1], pads[2], pads[3]
+
+
+def _traced_same_padding(height, width, kernel: int, stride: int) -> tuple:
+    """:func:`tf_same_padding` in tensor operations, for sizes the tracer records as 0-dim tensors."""
+    pads = []
+    for size in (width, height):
+        size = torch.as_tensor(size)
+        total = (torch.div(size + stride - 1, stride, rounding_mode="floor") - 1) * stride + kernel - size
+        total = total.clamp(min=0)
+        before = torch.div(total, 2, rounding_mode="floor")
+        pads += [before, total - before]
     return pads[0], pads[1], pads[2], pads[3]
 
 

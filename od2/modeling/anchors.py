@@ -66,8 +66,12 @@ class AnchorGenerator(nn.Module):
     def forward(self, feature_sizes: list[tuple[int, int]], device: torch.device) -> list[torch.Tensor]:
         """Per level, float32 [h * w * A, 4] anchors for feature maps of the given (h, w) sizes.
 
-        The most recent ``CACHE_SIZE`` input sizes are cached (test images come in many sizes).
+        The most recent ``CACHE_SIZE`` input sizes are cached (test images come in many sizes), except while
+        tracing for export, where the grid must be computed from the traced sizes.
         """
+        if torch.jit.is_tracing():  # a cached grid would enter an exported graph as a constant of one size
+            return [self._grid(size, stride, cell.to(device))
+                    for size, stride, cell in zip(feature_sizes, self.strides, self.cells)]
         key = (tuple(feature_sizes), str(device))
         if key in self._cache:
             self._cache.move_to_end(key)

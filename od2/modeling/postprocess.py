@@ -8,6 +8,7 @@ keep the best ``max_detections``. All images of a batch go through one batched N
 from __future__ import annotations
 
 import torch
+from torch.onnx.operators import shape_as_tensor
 from torchvision.ops import batched_nms
 
 from .box_coder import BoxCoder
@@ -24,6 +25,8 @@ def chunked_topk(values: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tens
     may come in another order than one ``topk`` gives them. GPUs take the single ``topk``.
     """
     batch, n = values.shape
+    if torch.jit.is_tracing():  # an exported graph of dynamic size: k from the traced row length, one TopK
+        return values.topk(shape_as_tensor(values)[1].clamp(max=k), dim=1)
     k = min(k, n)
     chunks = -(-n // CHUNK)
     length = n // chunks
@@ -53,6 +56,24 @@ def detect(logits: list[torch.Tensor], deltas: list[torch.Tensor], anchors: list
         per image dict(boxes float [M, 4] XYXY, scores float [M], labels int64 [M]), M <= max_detections,
         sorted by decreasing score.
     """
+    flat = detect_flat(logits, deltas, anchors, image_sizes, box_coder, score_thresh=score_thresh, topk=topk,
+                       nms_thresh=nms_thresh, max_detections=max_detections)
+    return split_by_image(flat, image_sizes.shape[0])
+
+
+def split_by_image(flat: dict[str, torch.Tensor], batch: int) -> list[dict[str, torch.Tensor]]:
+    """:func:`detect_flat`'s output -> per image dict(boxes, scores, labels), in the flat order."""
+    index = flat["image_index"]
+    return [{key: flat[key][index == i] for key in ("boxes", "scores", "labels")} for i in range(batch)]
+
+
+def detect_flat(logits: list[torch.Tensor], deltas: list[torch.Tensor], anchors: list[torch.Tensor],
+                image_sizes: torch.Tensor, box_coder: BoxCoder, *, score_thresh: float, topk: int,
+                nms_thresh: float, max_detections: int) -> dict[str, torch.Tensor]:
+    """The detections of a whole batch as flat tensors, with no Python loop over images (so an exported graph
+    keeps the batch size dynamic): dict(boxes float [N, 4] XYXY, scores [N], labels int64 [N], image_index int64
+    [N]), grouped by image in batch order and by decreasing score within an image, at most ``max_detections`` per
+    image. Arguments as :func:`detect`."""
     batch = image_sizes.shape[0]
     num_classes = logits[0].shape[-1]
     all_boxes, all_scores, all_labels, all_images = [], [], [], []
@@ -77,8 +98,12 @@ def detect(logits: list[torch.Tensor], deltas: list[torch.Tensor], anchors: list
                         dim=1)
     keep = batched_nms(boxes, scores, images * num_classes + labels, nms_thresh)  # sorted by score
     images_kept = images[keep]
-    results = []
-    for i in range(batch):
-        mine = keep[images_kept == i][:max_detections]
-        results.append({"boxes": boxes[mine], "scores": scores[mine], "labels": labels[mine]})
-    return results
+    # rank of each kept detection within its image (0 = its best), by a running count per image
+    per_image = images_kept[:, None] == torch.arange(batch, device=keep.device)[None]  # [M, B]
+    rank = per_image.long().cumsum(0).gather(1, images_kept[:, None])[:, 0] - 1
+    keep, images_kept = keep[rank < max_detections], images_kept[rank < max_detections]
+    # group by image and keep the score order inside each: the keys are distinct, so any sort is stable here
+    position = torch.arange(keep.shape[0], device=keep.device)
+    order = (images_kept * (keep.shape[0] + 1) + position).argsort()
+    keep = keep[order]
+    return {"boxes": boxes[keep], "scores": scores[keep], "labels": labels[keep], "image_index": images[keep]}

@@ -14,7 +14,7 @@ from .anchors import AnchorGenerator
 from .box_coder import BoxCoder
 from .losses import box_losses, dense_focal_loss_sum
 from .matcher import NEGATIVE, POSITIVE, Matcher, batched_box_iou, pad_boxes
-from .postprocess import detect
+from .postprocess import detect_flat, split_by_image
 from .retinanet_head import RetinaNetHead
 
 
@@ -97,8 +97,18 @@ class RetinaNet(nn.Module):
                     image_sizes: torch.Tensor) -> list[dict[str, torch.Tensor]]:
         """:meth:`inference`'s detections from :meth:`raw_outputs` (which :meth:`losses` also takes, so that an
         evaluation can compute both from one forward)."""
-        return detect(logits, deltas, anchors, image_sizes, self.box_coder, score_thresh=self.score_thresh,
-                      topk=self.topk_candidates, nms_thresh=self.nms_thresh, max_detections=self.max_detections)
+        return split_by_image(self.postprocess_flat(logits, deltas, anchors, image_sizes), len(image_sizes))
+
+    def inference_flat(self, images: torch.Tensor, image_sizes: torch.Tensor) -> dict[str, torch.Tensor]:
+        """:meth:`inference`'s detections as flat tensors with ``image_index`` int64 [N] (see
+        :func:`od2.modeling.postprocess.detect_flat`): the form a dynamic-batch ONNX graph returns."""
+        return self.postprocess_flat(*self.raw_outputs(self.normalize(images)), image_sizes)
+
+    def postprocess_flat(self, logits: list[torch.Tensor], deltas: list[torch.Tensor], anchors: list[torch.Tensor],
+                         image_sizes: torch.Tensor) -> dict[str, torch.Tensor]:
+        """:meth:`inference_flat`'s detections from :meth:`raw_outputs`."""
+        return detect_flat(logits, deltas, anchors, image_sizes, self.box_coder, score_thresh=self.score_thresh,
+                           topk=self.topk_candidates, nms_thresh=self.nms_thresh, max_detections=self.max_detections)
 
     def losses(self, logits: list[torch.Tensor], deltas: list[torch.Tensor], anchors: list[torch.Tensor],
                gt_boxes: list[torch.Tensor], gt_labels: list[torch.Tensor],

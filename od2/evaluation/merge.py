@@ -1,0 +1,55 @@
+"""Merging detections of several views of one image (test-time augmentation, tiles): class-wise NMS or merging.
+
+Both take the union of the views' detections in one coordinate frame: ``boxes`` float [M, 4] XYXY, ``scores`` [M],
+``labels`` int64 [M], and return ``dict(boxes, scores, labels)`` sorted by decreasing score, at most
+``max_detections``.
+"""
+
+from __future__ import annotations
+
+import torch
+from torchvision.ops import batched_nms
+
+
+def nms_merge(boxes: torch.Tensor, scores: torch.Tensor, labels: torch.Tensor, *, iou_thresh: float,
+              max_detections: int) -> dict[str, torch.Tensor]:
+    """Class-wise NMS over the union: a detection is dropped when a higher-scored one of its class overlaps it
+    with IoU above ``iou_thresh``. For views of the whole image (flips, test sizes), where duplicates have
+    nearly the same box."""
+    keep = batched_nms(boxes.float(), scores.float(), labels, iou_thresh)[:max_detections]
+    return {"boxes": boxes[keep], "scores": scores[keep], "labels": labels[keep]}
+
+
+def greedy_ios_merge(boxes: torch.Tensor, scores: torch.Tensor, labels: torch.Tensor, *, ios_thresh: float,
+                     max_detections: int) -> dict[str, torch.Tensor]:
+    """Greedy non-maximum merging by intersection over the smaller box (IoS), sahi's default ``GREEDYNMM`` with
+    ``IOS``, for tiles: in decreasing score order, a detection absorbs the remaining ones of its class whose IoS
+    with it exceeds ``ios_thresh``, and its box becomes the union of theirs (its score stays the highest).
+
+    Why not NMS by IoU: an object cut by a tile's edge is seen whole by the overlapping tile and as a part by the
+    other; the part's IoU with the whole can be small (a duplicate survives NMS) while its IoS is near 1, and
+    the part may score higher than the whole (NMS would keep the truncated box); the union restores the extent.
+    """
+    order = scores.argsort(descending=True)
+    boxes, scores, labels = boxes[order].float(), scores[order], labels[order]
+    areas = (boxes[:, 2] - boxes[:, 0]).clamp(min=0) * (boxes[:, 3] - boxes[:, 1]).clamp(min=0)
+    alive = torch.ones(len(boxes), dtype=torch.bool, device=boxes.device)
+    kept_boxes, kept = [], []
+    for i in range(len(boxes)):  # O(kept * M) vector work and O(M) memory: tiles can give thousands of boxes
+        if not alive[i]:
+            continue
+        top_left = torch.maximum(boxes[i, :2], boxes[:, :2])
+        bottom_right = torch.minimum(boxes[i, 2:], boxes[:, 2:])
+        inter = (bottom_right - top_left).clamp(min=0).prod(dim=1)
+        ios = inter / torch.minimum(areas[i], areas).clamp(min=torch.finfo(torch.float32).tiny)
+        members = alive & (labels == labels[i]) & (ios > ios_thresh)
+        members[i] = True
+        group = boxes[members]
+        kept_boxes.append(torch.cat([group[:, :2].min(dim=0).values, group[:, 2:].max(dim=0).values]))
+        kept.append(i)
+        alive &= ~members
+        if len(kept) == max_detections:
+            break
+    index = torch.tensor(kept, dtype=torch.long, device=boxes.device)
+    merged = torch.stack(kept_boxes) if kept_boxes else boxes.new_zeros(0, 4)
+    return {"boxes": merged, "scores": scores[index], "labels": labels[index]}
