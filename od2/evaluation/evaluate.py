@@ -60,9 +60,11 @@ def evaluate_model(cfg: CfgNode, model: torch.nn.Module, device: torch.device, d
                          f"training classes")
     predictor, resize = build_test_predictor(cfg, convert_for_inference(model, cfg))
     loader = build_test_loader_from_cfg(cfg, info.records, resize)
-    # the validation loss needs the plain model's forward: left out under test-time augmentation or slicing
+    # the validation loss needs the plain model's forward (RetinaNet's raw_outputs and losses): left out under
+    # test-time augmentation or slicing, and for a model without them
+    plain = predictor is model and hasattr(model, "raw_outputs") and hasattr(model, "losses")
     result = run_inference(predictor, loader, device, list(info.category_ids), progress=not quiet,
-                           losses=cfg.TEST.VAL_LOSS and predictor is model)
+                           losses=cfg.TEST.VAL_LOSS and plain)
     if not dist.is_main_process():
         return None
     coco_gt = _without_images(info.coco_gt, {s["image_id"] for s in result.skipped})

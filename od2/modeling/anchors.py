@@ -70,7 +70,7 @@ class AnchorGenerator(nn.Module):
         tracing for export, where the grid must be computed from the traced sizes.
         """
         if torch.jit.is_tracing():  # a cached grid would enter an exported graph as a constant of one size
-            return [self._grid(size, stride, cell.to(device))
+            return [self._grid(size, stride, cell.to(device), self.offset)
                     for size, stride, cell in zip(feature_sizes, self.strides, self.cells)]
         key = (tuple(feature_sizes), str(device))
         if key in self._cache:

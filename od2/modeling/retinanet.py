@@ -14,7 +14,7 @@ from .anchors import AnchorGenerator
 from .box_coder import BoxCoder
 from .losses import box_losses, dense_focal_loss_sum
 from .matcher import NEGATIVE, POSITIVE, Matcher, batched_box_iou, pad_boxes
-from .postprocess import detect_flat, split_by_image
+from .postprocess import detect, detect_flat
 from .retinanet_head import RetinaNetHead
 
 
@@ -97,7 +97,8 @@ class RetinaNet(nn.Module):
                     image_sizes: torch.Tensor) -> list[dict[str, torch.Tensor]]:
         """:meth:`inference`'s detections from :meth:`raw_outputs` (which :meth:`losses` also takes, so that an
         evaluation can compute both from one forward)."""
-        return split_by_image(self.postprocess_flat(logits, deltas, anchors, image_sizes), len(image_sizes))
+        return detect(logits, deltas, anchors, image_sizes, self.box_coder, score_thresh=self.score_thresh,
+                      topk=self.topk_candidates, nms_thresh=self.nms_thresh, max_detections=self.max_detections)
 
     def inference_flat(self, images: torch.Tensor, image_sizes: torch.Tensor) -> dict[str, torch.Tensor]:
         """:meth:`inference`'s detections as flat tensors with ``image_index`` int64 [N] (see
