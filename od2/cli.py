@@ -255,9 +255,10 @@ def cmd_eval(args: argparse.Namespace) -> int:
     if dataset is None:
         raise ConfigError(f"{args.config}: DATASETS.TEST is empty; name the dataset to evaluate on")
     info = load_datasets([dataset], cfg, key="DATASETS.TEST")
-    require_checkpoint_classes(load_checkpoint(weights), weights, info)
+    checkpoint = load_checkpoint(weights)
+    require_checkpoint_classes(checkpoint, weights, info)
     model = build_model(cfg, len(info.class_names)).to(device)
-    load_model_weights(model, weights, require_all=True, prefer_ema=not args.raw_weights)
+    load_model_weights(model, weights, require_all=True, prefer_ema=not args.raw_weights, checkpoint=checkpoint)
     out_dir = Path(cfg.OUTPUT_DIR) / "eval"
     try:
         evaluate_model(cfg, model, device, dataset, out_dir)
@@ -316,7 +317,7 @@ def load_trained_model(cfg, weights: str):
     except ValueError as exc:
         raise ConfigError(f"{weights}: {exc}") from exc
     model = build_model(cfg, len(class_names))
-    load_model_weights(model, weights, require_all=True)
+    load_model_weights(model, weights, require_all=True, checkpoint=checkpoint)
     return model.eval(), class_names, checkpoint_category_ids(checkpoint, len(class_names))
 
 

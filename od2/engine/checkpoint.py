@@ -200,15 +200,16 @@ def torchvision_retinanet_checkpoint(state_dict: dict[str, Any], path: Path) -> 
 
 
 def load_model_weights(model: torch.nn.Module, path: str | Path, require_all: bool = False,
-                       prefer_ema: bool = True) -> None:
+                       prefer_ema: bool = True, checkpoint: dict[str, Any] | None = None) -> None:
     """Load the weights of a checkpoint or state_dict into ``model``, logging missing/unexpected keys.
 
     A training checkpoint of a run with MODEL.EMA holds two sets: the raw weights under "model" and the EMA
     weights under "ema"; ``prefer_ema`` loads the EMA ones when present (the log says which set was loaded).
     With ``require_all`` a key of the model missing from the file is an error (evaluating half-random weights
-    would print plausible-looking numbers).
+    would print plausible-looking numbers). ``checkpoint``: ``path`` already read by :func:`load_checkpoint`
+    (callers that first read its class names), so that the file is not read and converted twice.
     """
-    data = load_checkpoint(path)
+    data = load_checkpoint(path) if checkpoint is None else checkpoint
     use_ema = prefer_ema and "ema" in data
     result = model.load_state_dict(data["ema" if use_ema else "model"], strict=False)
     if require_all and result.missing_keys:

@@ -163,3 +163,22 @@ def test_a_malicious_pickle_is_refused_on_every_weights_path(tmp_path):
     (run / "last_checkpoint").write_text("model_final.pth")
     assert read_run(run).world_size is None  # od2 report reads the run's last checkpoint: refused, warned
     assert not marker.exists()
+
+
+def test_predict_and_export_read_the_weights_file_once(tmp_path, monkeypatch):
+    """load_trained_model reads the class names and the weights from one read of the file (a ResNet-50 checkpoint
+    is ~150 MB, and a torchvision file is converted on each read)."""
+    from od2.cli import load_trained_model
+    from od2.config import load_config
+    from od2.modeling.build import build_model
+
+    cfg = load_config("digits/retinanet_lite0", ["MODEL.BACKBONE.PRETRAINED=False"])
+    model = build_model(cfg, 10)
+    path = tmp_path / "model.pth"
+    torch.save({"model": model.state_dict(), "class_names": [str(k) for k in range(10)]}, path)
+    reads = []
+    real_load = torch.load
+    monkeypatch.setattr(torch, "load", lambda *args, **kwargs: reads.append(args[0]) or real_load(*args, **kwargs))
+    loaded, class_names, _ = load_trained_model(cfg, str(path))
+    assert len(reads) == 1 and class_names == [str(k) for k in range(10)]
+    assert all(torch.equal(a, b) for a, b in zip(loaded.state_dict().values(), model.state_dict().values()))
