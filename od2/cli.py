@@ -16,7 +16,7 @@ import sys
 import traceback
 from pathlib import Path
 
-from od2.config import CfgNode, ConfigError, load_config
+from od2.config import ConfigError, load_config
 from od2.tools.data_cli import add_data_parser, run_data_command
 
 logger = logging.getLogger("od2")
@@ -42,16 +42,6 @@ Config keys are documented in docs/config.md; any of them can be overridden as K
 WEIGHTS_HELP = ("a file or a weights name (torchvision://<Enum>.<member>, https://..., file://..., package://<name>; "
                 "downloads go to torch's hub cache). Default: OUTPUT_DIR/model_final.pth when it exists (the run's "
                 "trained model), else MODEL.WEIGHTS")
-
-
-def weights_to_load(weights: str | None, cfg: CfgNode) -> str:
-    """The weights eval, predict and export load: ``--weights``, else the run's ``OUTPUT_DIR/model_final.pth`` when
-    it exists, else MODEL.WEIGHTS (which, in a config that trains from ImageNet weights, names only a backbone:
-    a trained run's own model comes first), else ``model_final.pth`` anyway, so that the error names it."""
-    final = Path(cfg.OUTPUT_DIR) / "model_final.pth"
-    if weights:
-        return weights
-    return str(final) if final.is_file() or not cfg.MODEL.WEIGHTS else cfg.MODEL.WEIGHTS
 
 
 def _add_config_args(parser: argparse.ArgumentParser) -> None:
@@ -109,6 +99,15 @@ def build_parser() -> argparse.ArgumentParser:
                          help="images per forward (default 1; larger batches pad their images to one size, which "
                               "moves scores slightly near the borders, as in evaluation)")
     predict.add_argument("--no-draw", action="store_true", help="write the JSON files only")
+    predict.add_argument("--slice", type=int, nargs=2, metavar=("H", "W"),
+                         help="sliced inference for large images with small objects: run the model on overlapping "
+                              "H x W tiles at their own pixels (plus the whole image at the test size) and merge "
+                              "(TEST.SLICE.*; docs/inference.md)")
+    predict.add_argument("--overlap", type=float,
+                         help="with --slice: the share of a tile that overlaps its neighbour (default "
+                              "TEST.SLICE.OVERLAP, 0.2)")
+    predict.add_argument("--no-full-image", action="store_true",
+                         help="with --slice: tiles only, no pass over the whole image")
     predict.set_defaults(opts=[])
 
     export = sub.add_parser(
@@ -241,6 +240,7 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 def cmd_eval(args: argparse.Namespace) -> int:
     from od2.data.setup import load_datasets
+    from od2.detector import weights_to_load
     from od2.engine.checkpoint import load_checkpoint, load_model_weights
     from od2.engine.setup import resolve_device, setup_logging
     from od2.evaluation.evaluate import evaluate_model, require_checkpoint_classes
@@ -276,26 +276,21 @@ CONFIG_OVERRIDE = re.compile(r"^[A-Z][A-Z0-9_]*(\.[A-Z0-9_]+)*=")
 
 
 def cmd_predict(args: argparse.Namespace) -> int:
-    from od2.engine.setup import resolve_device, setup_logging
+    from od2.detector import Detector
+    from od2.engine.setup import setup_logging
     from od2.evaluation.predict import predict_images
-    from od2.modeling.build import convert_for_inference
 
     overrides = [item for item in args.inputs if CONFIG_OVERRIDE.match(item) and not Path(item).exists()]
     inputs = [item for item in args.inputs if item not in overrides]
     if not inputs:
         raise FileNotFoundError("od2 predict needs at least one image file or folder")
-    cfg = load_config(args.config, list(args.opts) + overrides)
+    overrides = list(args.opts) + overrides + slice_overrides(args.slice, args.overlap, args.no_full_image)
+    cfg = load_config(args.config, overrides)
     setup_logging(None, 0)
-    device = resolve_device(cfg.MODEL.DEVICE)
-    weights = weights_to_load(args.weights, cfg)
-    model, class_names, category_ids = load_trained_model(cfg, weights)
-    model = convert_for_inference(model.to(device), cfg)
+    detector = Detector.from_config(cfg, args.weights)
     summary = predict_images(
-        model, inputs, args.out or Path(cfg.OUTPUT_DIR) / "predict", class_names,
-        min_size=cfg.INPUT.MIN_SIZE_TEST, max_size=cfg.INPUT.MAX_SIZE_TEST,
-        size_divisibility=cfg.INPUT.SIZE_DIVISIBILITY, score_thresh=args.score_thresh, device=device,
-        batch_size=args.batch_size, num_workers=cfg.DATALOADER.NUM_WORKERS, draw=not args.no_draw,
-        max_pixels=cfg.INPUT.MAX_IMAGE_PIXELS, category_ids=category_ids)
+        detector.pipeline, inputs, args.out or Path(cfg.OUTPUT_DIR) / "predict", score_thresh=args.score_thresh,
+        batch_size=args.batch_size, num_workers=cfg.DATALOADER.NUM_WORKERS, draw=not args.no_draw)
     print(f"{summary.num_images} images, {summary.num_detections} detections (score >= {args.score_thresh}) -> "
           f"{summary.detections_json}" + (f", {len(summary.drawings)} PNGs" if summary.drawings else ""))
     for line in summary.skipped:
@@ -303,22 +298,18 @@ def cmd_predict(args: argparse.Namespace) -> int:
     return 0
 
 
-def load_trained_model(cfg, weights: str):
-    """(model on CPU with the checkpoint's weights, its class names, their category ids) for predict and export."""
-    from od2.engine.checkpoint import load_checkpoint, load_model_weights
-    from od2.evaluation.predict import checkpoint_category_ids, checkpoint_class_names
-    from od2.modeling.build import build_model
-
-    anchors = cfg.MODEL.ANCHOR_GENERATOR
-    num_anchors = len(anchors.SIZES[0]) * len(anchors.ASPECT_RATIOS[0])
-    checkpoint = load_checkpoint(weights)
-    try:
-        class_names = checkpoint_class_names(checkpoint, num_anchors, cfg.MODEL.RETINANET.NUM_CLASSES)
-    except ValueError as exc:
-        raise ConfigError(f"{weights}: {exc}") from exc
-    model = build_model(cfg, len(class_names))
-    load_model_weights(model, weights, require_all=True, checkpoint=checkpoint)
-    return model.eval(), class_names, checkpoint_category_ids(checkpoint, len(class_names))
+def slice_overrides(size: list[int] | None, overlap: float | None, no_full_image: bool) -> list[str]:
+    """TEST.SLICE overrides for ``od2 predict --slice H W [--overlap R] [--no-full-image]``."""
+    if size is None:
+        if overlap is not None or no_full_image:
+            raise ConfigError("--overlap and --no-full-image go with --slice H W")
+        return []
+    overrides = ["TEST.SLICE.ENABLED=True", f"TEST.SLICE.SIZE=[{size[0]},{size[1]}]"]
+    if overlap is not None:
+        overrides.append(f"TEST.SLICE.OVERLAP={overlap}")
+    if no_full_image:
+        overrides.append("TEST.SLICE.FULL_IMAGE=False")
+    return overrides
 
 
 def cmd_export(args: argparse.Namespace) -> int:
@@ -327,6 +318,7 @@ def cmd_export(args: argparse.Namespace) -> int:
     import numpy as np
     import torch
 
+    from od2.detector import load_trained_model, weights_to_load
     from od2.engine.setup import setup_logging
     from od2.export import export_onnx, max_detection_difference
     from od2.tools.model_info import resolve_input_size

@@ -25,8 +25,10 @@ LAYERS: dict[str, int] = {
     "export": 5,
     "engine": 6,
     "tools": 7,        # the application layer: od2 data|model-info|lr-plot|report
+    "detector": 7,     # od2.Detector: a trained model loaded from a run or config, called on images
     "benchmark": 7,
     "cli": 8,
+    "__init__": 9,     # od2/__init__.py: the package's public names (od2.Detector), imported on first use
 }
 # Pairs that the ranks would allow but the design rules out: the trainer gets its evaluator as a hook.
 FORBIDDEN = {("engine", "evaluation")}
@@ -74,7 +76,7 @@ def _modules() -> list[Path]:
 
 
 def test_every_package_has_a_layer():
-    packages = {p.relative_to(PACKAGE).parts[0].removesuffix(".py") for p in _modules()} - {"__init__"}
+    packages = {p.relative_to(PACKAGE).parts[0].removesuffix(".py") for p in _modules()}
     assert packages <= set(LAYERS), f"give {sorted(packages - set(LAYERS))} a layer in LAYERS and the docs"
 
 

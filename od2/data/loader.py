@@ -41,6 +41,8 @@ __all__ = [
     "build_train_loader",
     "collate_batch",
     "collate_test_batch",
+    "image_test_item",
+    "resize_for_test",
 ]
 
 logger = logging.getLogger(__name__)
@@ -174,6 +176,20 @@ def sample_to_item(sample: Sample, record: dict) -> dict[str, Any]:
         "orig_size": (int(record["height"]), int(record["width"])),
         "image_size": (sample.height, sample.width),
     }
+
+
+def resize_for_test(min_size: int | None, max_size: int) -> Compose:
+    """The test resize: the shorter side to ``min_size`` with the longer side capped at ``max_size``, or the original
+    size for ``min_size=None`` (sliced inference cuts its tiles from the original pixels)."""
+    return Compose([] if min_size is None else [ResizeShortestEdge((min_size,), max_size)])
+
+
+def image_test_item(image: np.ndarray, transforms: Transform, image_id: int = 0) -> dict[str, Any]:
+    """A test item (``DetectionDataset``'s layout, no boxes) of an image in memory, uint8 [H, W, 3] RGB, resized as
+    the test loader resizes a file (``transforms``: :func:`resize_for_test`, which draw no random numbers)."""
+    sample = Sample(image=image, boxes=np.zeros((0, 4), np.float32), labels=np.zeros(0, np.int64))
+    record = {"image_id": image_id, "height": image.shape[0], "width": image.shape[1]}
+    return sample_to_item(transforms(sample, np.random.default_rng(0)), record)
 
 
 def item_to_sample(item: dict[str, Any]) -> Sample:
@@ -378,9 +394,8 @@ def build_test_loader(
     """
     if not 0 <= rank < world_size:
         raise ValueError(f"need 0 <= rank < world_size, got rank={rank}, world_size={world_size}")
-    transforms = Compose([] if min_size is None else [ResizeShortestEdge((min_size,), max_size)])
-    dataset = DetectionDataset(records[rank::world_size], transforms, is_train=False, bad_images=bad_images,
-                               max_pixels=max_pixels)
+    dataset = DetectionDataset(records[rank::world_size], resize_for_test(min_size, max_size), is_train=False,
+                               bad_images=bad_images, max_pixels=max_pixels)
     collate = functools.partial(collate_test_batch, size_divisibility=size_divisibility)
     return _data_loader(dataset, num_workers, collate, batch_size=batch_size, shuffle=False)
 

@@ -14,13 +14,12 @@ import torch
 from od2.config import CfgNode, ConfigError
 from od2.data.records import DatasetInfo
 from od2.data.setup import build_test_loader_from_cfg, load_datasets
-from od2.modeling.build import convert_for_inference
 from od2.utils import comm as dist
 
 from .coco_evaluator import CocoEvaluator, write_summary_json
 from .diagnostics import write_diagnostics
 from .inference import run_inference
-from .predictor import build_test_predictor
+from .pipeline import InferencePipeline
 
 logger = logging.getLogger(__name__)
 
@@ -58,13 +57,11 @@ def evaluate_model(cfg: CfgNode, model: torch.nn.Module, device: torch.device, d
         raise ValueError(f"the model predicts {num_classes} classes but {dataset_name} has "
                          f"{len(info.category_ids)} ({info.class_names}); evaluate on a dataset with the "
                          f"training classes")
-    predictor, resize = build_test_predictor(cfg, convert_for_inference(model, cfg))
-    loader = build_test_loader_from_cfg(cfg, info.records, resize)
-    # the validation loss needs the plain model's forward (RetinaNet's raw_outputs and losses): left out under
-    # test-time augmentation or slicing, and for a model without them
-    plain = predictor is model and hasattr(model, "raw_outputs") and hasattr(model, "losses")
-    result = run_inference(predictor, loader, device, list(info.category_ids), progress=not quiet,
-                           losses=cfg.TEST.VAL_LOSS and plain)
+    pipeline = InferencePipeline(cfg, model, info.class_names, info.category_ids, device)
+    loader = build_test_loader_from_cfg(cfg, info.records, pipeline.resize)
+    # the validation loss needs the plain model's forward: left out under test-time augmentation or slicing
+    result = run_inference(pipeline, loader, progress=not quiet,
+                           losses=cfg.TEST.VAL_LOSS and pipeline.computes_losses)
     if not dist.is_main_process():
         return None
     coco_gt = _without_images(info.coco_gt, {s["image_id"] for s in result.skipped})

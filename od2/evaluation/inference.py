@@ -1,4 +1,4 @@
-"""Run a model over a test loader and collect COCO-format detections (gathered from every rank)."""
+"""Run an inference pipeline over a test loader and collect COCO-format detections (gathered from every rank)."""
 
 from __future__ import annotations
 
@@ -10,6 +10,8 @@ import torch
 from tqdm import tqdm
 
 from od2.utils import comm as dist
+
+from .pipeline import InferencePipeline
 
 
 @dataclass
@@ -28,32 +30,21 @@ class InferenceResult:
         return self.model_seconds / max(self.timed_images, 1)
 
 
-def to_coco_results(result: dict[str, torch.Tensor], image_id: int, scale_yx: tuple[float, float],
-                    category_ids: list[int]) -> list[dict]:
-    """One image's detections (resized-image XYXY) -> COCO results (original-image XYWH)."""
-    sy, sx = scale_yx
-    boxes = result["boxes"].float().cpu() * torch.tensor([sx, sy, sx, sy])
-    xywh = torch.cat([boxes[:, :2], boxes[:, 2:] - boxes[:, :2]], dim=1).tolist()
-    scores = result["scores"].float().cpu().tolist()
-    labels = result["labels"].cpu().tolist()
-    return [{"image_id": image_id, "category_id": category_ids[label], "bbox": [round(v, 3) for v in box],
-             "score": round(score, 5)} for box, score, label in zip(xywh, scores, labels)]
-
-
 @torch.no_grad()
-def run_inference(model: torch.nn.Module, loader, device: torch.device, category_ids: list[int],
-                  warmup_batches: int = 2, progress: bool = True, losses: bool = False) -> InferenceResult:
-    """Detections for every image of ``loader`` (this rank's shard), then gathered over ranks.
+def run_inference(pipeline: InferencePipeline, loader, warmup_batches: int = 2, progress: bool = True,
+                  losses: bool = False) -> InferenceResult:
+    """Detections for every image of ``loader`` (this rank's shard, resized as ``pipeline.resize`` says), then
+    gathered over ranks, in COCO results format with the pipeline's category ids.
 
-    With ``losses`` (a model with RetinaNet's ``raw_outputs``, ``postprocess`` and ``losses``), also the training
-    losses against the loader's boxes from the same forward, untimed: in eval mode (norms use their running
-    statistics and update nothing) on the test transforms, consuming no random numbers. Crowd boxes count as
-    objects (the test loader keeps them).
+    With ``losses`` (needs ``pipeline.computes_losses``), also the training losses against the loader's boxes from
+    the same forward, untimed: in eval mode (norms use their running statistics and update nothing) on the test
+    transforms, consuming no random numbers. Crowd boxes count as objects (the test loader keeps them).
 
-    The model time covers host-to-device copy, forward and postprocess, with the device synchronised,
-    and skips the first ``warmup_batches`` batches (allocator and kernel warm-up). Images the loader skipped (they
-    failed to decode) are collected in ``skipped`` and not counted in ``num_images``.
+    The model time covers host-to-device copy, forward, postprocess and the mapping back to original pixels, with
+    the device synchronised, and skips the first ``warmup_batches`` batches (allocator and kernel warm-up). Images
+    the loader skipped (they failed to decode) are collected in ``skipped`` and not counted in ``num_images``.
     """
+    model, device = pipeline.model, pipeline.device
     was_training = model.training
     model.eval()
     detections: list[dict] = []
@@ -68,28 +59,19 @@ def run_inference(model: torch.nn.Module, loader, device: torch.device, category
             continue
         sync(device)
         start = time.perf_counter()
-        images, image_sizes = batch["images"].to(device, non_blocking=True), batch["image_sizes"].to(device)
-        if losses:
-            raw = model.raw_outputs(model.normalize(images))
-            outputs = model.postprocess(*raw, image_sizes)
-        else:
-            outputs = model(images, image_sizes)
+        results, batch_losses = pipeline.detect_batch(batch, losses=losses)
         sync(device)
         if batch_idx >= warmup_batches:
             seconds += time.perf_counter() - start
-            timed += len(outputs)
-        if losses:
-            batch_losses = model.losses(*raw, [b.to(device) for b in batch["boxes"]],
-                                        [lab.to(device) for lab in batch["labels"]], image_sizes)
+            timed += len(results)
+        if batch_losses is not None:
             batch_losses["total_loss"] = sum(v for k, v in batch_losses.items() if k.startswith("loss_"))
             for key, value in batch_losses.items():
                 if key.startswith("loss_") or key == "total_loss":  # not statistics such as small_box_loss_share
-                    loss_sums[key] = loss_sums.get(key, 0.0) + float(value) * len(outputs)
-        for i, output in enumerate(outputs):
-            (h, w), (orig_h, orig_w) = batch["image_sizes"][i].tolist(), batch["orig_sizes"][i].tolist()
-            detections.extend(to_coco_results(output, int(batch["image_ids"][i]), (orig_h / h, orig_w / w),
-                                              category_ids))
-        count += len(outputs)
+                    loss_sums[key] = loss_sums.get(key, 0.0) + float(value) * len(results)
+        for image_id, result in zip(batch["image_ids"], results):
+            detections.extend(result.to_coco(int(image_id)))
+        count += len(results)
     model.train(was_training)
     gathered = dist.all_gather_objects((detections, count, seconds, timed, skipped, loss_sums))
     num_images = sum(part[1] for part in gathered)

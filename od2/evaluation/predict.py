@@ -1,7 +1,9 @@
 """``od2 predict``: detections on arbitrary image files or folders, drawn to PNG and written as COCO results.
 
 Images are decoded and resized in DataLoader workers (the test resize: INPUT.MIN_SIZE_TEST / MAX_SIZE_TEST),
-batched and padded as in evaluation, and the detections are mapped back to original-image pixels. A file that
+batched and padded as in evaluation, and run through the same :class:`~od2.evaluation.pipeline.InferencePipeline`
+as ``od2 eval`` (test-time augmentation and sliced inference included); the detections come back in original-image
+pixels. A file that
 cannot be decoded, or whose header claims more pixels than INPUT.MAX_IMAGE_PIXELS, is skipped, counted and named
 with its reason in the log; it never stops the run.
 """
@@ -17,18 +19,16 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 from PIL import Image
 from torch.utils.data import DataLoader, Dataset
 from tqdm import tqdm
 
 from od2.data.image_io import DEFAULT_MAX_IMAGE_PIXELS, ImageReadError, read_image
-from od2.data.loader import collate_batch
-from od2.data.transforms import image_as_tensor, resize_image, resized_hw
-from od2.utils.visualize import draw_detections
+from od2.data.loader import collate_batch, image_test_item
+from od2.data.transforms import Transform
 
-from .inference import to_coco_results
+from .pipeline import InferencePipeline
 
 logger = logging.getLogger(__name__)
 
@@ -110,16 +110,17 @@ def output_names(images: Sequence[tuple[Path, Path]]) -> list[str]:
 
 
 class ImageFiles(Dataset):
-    """Image files decoded and resized for the test size; an undecodable file, or one whose header claims more than
+    """Image files decoded and resized by ``transforms`` (the test resize:
+    :func:`od2.data.loader.resize_for_test`); an undecodable file, or one whose header claims more than
     ``max_pixels`` pixels (None or <= 0: no limit), gives ``{"error": reason}``.
 
     Items: ``image`` uint8 [3, h, w], ``image_size`` (h, w), ``orig_size`` (H, W), ``image_id`` (index + 1),
     ``original`` uint8 [H, W, 3] (for drawing), and empty ``boxes`` / ``labels`` so ``collate_batch`` applies.
     """
 
-    def __init__(self, files: Sequence[Path], min_size: int, max_size: int, keep_original: bool,
+    def __init__(self, files: Sequence[Path], transforms: Transform, keep_original: bool,
                  max_pixels: int | None = DEFAULT_MAX_IMAGE_PIXELS) -> None:
-        self.files, self.min_size, self.max_size, self.keep_original = list(files), min_size, max_size, keep_original
+        self.files, self.transforms, self.keep_original = list(files), transforms, keep_original
         self.max_pixels = max_pixels
 
     def __len__(self) -> int:
@@ -130,16 +131,8 @@ class ImageFiles(Dataset):
             original = read_image(self.files[index], max_pixels=self.max_pixels)
         except (ImageReadError, OSError) as exc:
             return {"index": index, "error": str(exc)}
-        height, width = original.shape[:2]
-        h, w = resized_hw(height, width, self.min_size, self.max_size)
-        resized = resize_image(original, h, w)
-        return {
-            "index": index,
-            "image": image_as_tensor(resized).permute(2, 0, 1),
-            "boxes": torch.zeros(0, 4), "labels": torch.zeros(0, dtype=torch.int64),
-            "image_id": index + 1, "orig_size": (height, width), "image_size": (h, w),
-            "original": original if self.keep_original else None,
-        }
+        item = image_test_item(original, self.transforms, image_id=index + 1)
+        return {**item, "index": index, "original": original if self.keep_original else None}
 
 
 def _collate(items: Sequence[dict[str, Any]], size_divisibility: int) -> dict[str, Any]:
@@ -166,33 +159,25 @@ class PredictSummary:
 
 @torch.no_grad()
 def predict_images(
-    model: torch.nn.Module,
+    pipeline: InferencePipeline,
     inputs: Sequence[str | os.PathLike],
     out_dir: str | os.PathLike,
-    class_names: Sequence[str],
     *,
-    min_size: int,
-    max_size: int,
-    size_divisibility: int = 32,
     score_thresh: float = 0.3,
-    device: torch.device | str = "cpu",
     batch_size: int = 1,
     num_workers: int = 0,
     draw: bool = True,
     progress: bool = True,
-    max_pixels: int | None = DEFAULT_MAX_IMAGE_PIXELS,
-    category_ids: Sequence[int] | None = None,
 ) -> PredictSummary:
-    """Detect objects in ``inputs`` (files or folders) with ``model`` and write the results to ``out_dir``.
+    """Detect objects in ``inputs`` (files or folders) through ``pipeline`` and write the results to ``out_dir``.
 
-    Writes ``detections.json`` (COCO results format: ``image_id``, ``category_id`` = ``category_ids[label]``,
-    by default label + 1, ``bbox`` XYWH in
-    original-image pixels, ``score``; detections with score >= ``score_thresh``), ``images.json`` (``images``:
-    id, file_name, height, width; ``categories``: id, name) and, with ``draw``, one PNG per image with the boxes,
-    class names and scores drawn, named as :func:`output_names` says. Images inside ``out_dir`` are not read
-    (an output folder within an input folder), and ``out_dir`` may not be an input folder. A file that cannot be
-    decoded or whose header claims more than ``max_pixels`` pixels (INPUT.MAX_IMAGE_PIXELS; None or <= 0: no
-    limit) is skipped and listed with its reason in the summary's ``skipped``.
+    Writes ``detections.json`` (COCO results format: ``image_id``, ``category_id`` (the pipeline's category id of
+    the label, by default label + 1), ``bbox`` XYWH in original-image pixels, ``score``; detections with score >=
+    ``score_thresh``), ``images.json`` (``images``: id, file_name, height, width; ``categories``: id, name) and,
+    with ``draw``, one PNG per image with the boxes, class names and scores drawn, named as :func:`output_names`
+    says. Images inside ``out_dir`` are not read (an output folder within an input folder), and ``out_dir`` may not
+    be an input folder. A file that cannot be decoded or whose header claims more than the pipeline's
+    INPUT.MAX_IMAGE_PIXELS is skipped and listed with its reason in the summary's ``skipped``.
     """
     if not 0.0 <= score_thresh <= 1.0:
         raise ValueError(f"score_thresh must be in [0, 1], got {score_thresh}")
@@ -200,13 +185,11 @@ def predict_images(
     names = output_names(images)
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    dataset = ImageFiles([file for file, _ in images], min_size, max_size, keep_original=draw, max_pixels=max_pixels)
+    dataset = ImageFiles([file for file, _ in images], pipeline.transforms, keep_original=draw,
+                         max_pixels=pipeline.max_pixels)
     loader = DataLoader(dataset, batch_size=batch_size, shuffle=False, num_workers=num_workers,
-                        collate_fn=functools.partial(_collate, size_divisibility=size_divisibility))
-    category_ids = list(category_ids) if category_ids is not None else list(range(1, len(class_names) + 1))
-    if len(category_ids) != len(class_names):
-        raise ValueError(f"{len(category_ids)} category ids for {len(class_names)} class names")
-    model.eval()
+                        collate_fn=functools.partial(_collate, size_divisibility=pipeline.size_divisibility))
+    pipeline.model.eval()
     summary = PredictSummary()
     detections: list[dict] = []
     image_entries: list[dict] = []
@@ -216,29 +199,24 @@ def predict_images(
             summary.skipped.append(f"{images[index][0]}: {reason}")
         if not batch["index"]:
             continue
-        outputs = model(batch["images"].to(device), batch["image_sizes"].to(device))
-        for i, output in enumerate(outputs):
-            index = batch["index"][i]
-            (h, w), (height, width) = batch["image_sizes"][i].tolist(), batch["orig_sizes"][i].tolist()
-            keep = output["scores"] >= score_thresh
-            output = {key: value[keep].cpu() for key, value in output.items()}
-            detections.extend(to_coco_results(output, index + 1, (height / h, width / w), category_ids))
+        results, _ = pipeline.detect_batch(batch, images=batch["original"])
+        for index, result in zip(batch["index"], results):
+            result = result.above(score_thresh)
+            detections.extend(result.to_coco(index + 1))
+            height, width = result.image_size
             image_entries.append({"id": index + 1, "file_name": str(images[index][0]), "height": height,
                                   "width": width})
             summary.num_images += 1
-            summary.num_detections += len(output["scores"])
+            summary.num_detections += len(result)
             if draw:
-                boxes = output["boxes"].float() * torch.tensor([width / w, height / h] * 2)
-                drawn = draw_detections(np.asarray(batch["original"][i]), boxes, output["labels"], output["scores"],
-                                        class_names, score_thresh=score_thresh)
                 path = out_dir / names[index]
                 path.parent.mkdir(parents=True, exist_ok=True)
-                Image.fromarray(drawn).save(path)
+                Image.fromarray(result.draw(score_thresh=score_thresh)).save(path)
                 summary.drawings.append(path)
     summary.detections_json = out_dir / "detections.json"
     summary.detections_json.write_text(json.dumps(detections))
     summary.images_json = out_dir / "images.json"
-    categories = [{"id": cid, "name": name} for cid, name in zip(category_ids, class_names)]
+    categories = [{"id": cid, "name": name} for cid, name in zip(pipeline.category_ids, pipeline.class_names)]
     summary.images_json.write_text(json.dumps({"images": image_entries, "categories": categories}, indent=1))
     logger.info("predict: %d images, %d detections with score >= %.2f, %d skipped -> %s", summary.num_images,
                 summary.num_detections, score_thresh, len(summary.skipped), out_dir)

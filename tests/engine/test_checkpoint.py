@@ -168,8 +168,8 @@ def test_a_malicious_pickle_is_refused_on_every_weights_path(tmp_path):
 def test_predict_and_export_read_the_weights_file_once(tmp_path, monkeypatch):
     """load_trained_model reads the class names and the weights from one read of the file (a ResNet-50 checkpoint
     is ~150 MB, and a torchvision file is converted on each read)."""
-    from od2.cli import load_trained_model
     from od2.config import load_config
+    from od2.detector import load_trained_model
     from od2.modeling.build import build_model
 
     cfg = load_config("digits/retinanet_lite0", ["MODEL.BACKBONE.PRETRAINED=False"])

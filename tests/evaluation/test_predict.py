@@ -12,12 +12,14 @@ import pytest
 import torch
 from PIL import Image
 
-from od2.cli import main, weights_to_load
+from od2.cli import main
 from od2.config import load_config
 from od2.data.datasets.coco import load_coco_json
 from od2.data.datasets.digits import ensure_digits
 from od2.data.loader import build_test_loader
+from od2.detector import weights_to_load
 from od2.evaluation.inference import run_inference
+from od2.evaluation.pipeline import InferencePipeline
 from od2.evaluation.predict import (
     checkpoint_category_ids,
     checkpoint_class_names,
@@ -28,6 +30,11 @@ from od2.evaluation.predict import (
 
 REPO = Path(__file__).resolve().parents[2]
 CONFIG = REPO / "configs/digits/retinanet_lite0.yaml"
+
+
+def pipeline_of(model, class_names, *overrides: str) -> InferencePipeline:
+    """The digits config's inference pipeline around ``model``, with ``overrides``."""
+    return InferencePipeline(load_config(CONFIG, ["MODEL.DEVICE=cpu", *overrides]), model, class_names)
 
 
 def touch_image(path: Path, size=(40, 30)) -> Path:
@@ -96,7 +103,8 @@ def test_predict_matches_the_evaluation_pipeline(digits_val, confident_model, tm
     cfg = load_config(CONFIG)
     loader = build_test_loader(digits_val.records, min_size=cfg.INPUT.MIN_SIZE_TEST, max_size=cfg.INPUT.MAX_SIZE_TEST,
                                num_workers=0, size_divisibility=cfg.INPUT.SIZE_DIVISIBILITY)
-    reference = run_inference(confident_model, loader, torch.device("cpu"), digits_val.category_ids, progress=False)
+    pipeline = InferencePipeline(cfg, confident_model, digits_val.class_names, digits_val.category_ids)
+    reference = run_inference(pipeline, loader, progress=False)
     by_file = defaultdict(list)
     file_of = {r["image_id"]: r["file_name"] for r in digits_val.records}
     for det in reference.detections:
@@ -104,10 +112,8 @@ def test_predict_matches_the_evaluation_pipeline(digits_val, confident_model, tm
             by_file[Path(file_of[det["image_id"]]).name].append(det)
 
     files = [Path(r["file_name"]) for r in digits_val.records]
-    summary = predict_images(confident_model, files, tmp_path / "out", digits_val.class_names,
-                             min_size=cfg.INPUT.MIN_SIZE_TEST, max_size=cfg.INPUT.MAX_SIZE_TEST,
-                             size_divisibility=cfg.INPUT.SIZE_DIVISIBILITY, score_thresh=0.3, batch_size=1,
-                             progress=False)
+    summary = predict_images(pipeline_of(confident_model, digits_val.class_names), files, tmp_path / "out",
+                             score_thresh=0.3, batch_size=1, progress=False)
     detections = json.loads(summary.detections_json.read_text())
     images = json.loads(summary.images_json.read_text())
     name_of = {im["id"]: Path(im["file_name"]).name for im in images["images"]}
@@ -172,8 +178,9 @@ def test_predict_twice_into_a_folder_inside_its_input_reads_the_same_images(digi
         (inputs / Path(record["file_name"]).name).write_bytes(Path(record["file_name"]).read_bytes())
     runs = []
     for _ in range(2):
-        summary = predict_images(confident_model, [inputs], inputs / "predictions", digits_val.class_names,
-                                 min_size=64, max_size=96, progress=False)
+        pipeline = pipeline_of(confident_model, digits_val.class_names, "INPUT.MIN_SIZE_TEST=64",
+                               "INPUT.MAX_SIZE_TEST=96")
+        summary = predict_images(pipeline, [inputs], inputs / "predictions", progress=False)
         runs.append(json.loads(summary.images_json.read_text())["images"])
     assert len(runs[0]) == 2 and runs[1] == runs[0]
     assert len(list((inputs / "predictions").rglob("*.png"))) == 2  # no drawings of drawings
@@ -216,10 +223,8 @@ def test_predict_weights_by_file_url_gives_the_local_files_detections(digits_val
                  str(tmp_path / "out"), "--no-draw", "MODEL.DEVICE=cpu"]) == 0
     cached = tmp_path / "torch_home" / "hub" / "checkpoints" / "digits.pth"
     assert cached.read_bytes() == weights.read_bytes()
-    cfg = load_config(CONFIG)
-    reference = predict_images(confident_model, [image], tmp_path / "reference", digits_val.class_names,
-                               min_size=cfg.INPUT.MIN_SIZE_TEST, max_size=cfg.INPUT.MAX_SIZE_TEST,
-                               size_divisibility=cfg.INPUT.SIZE_DIVISIBILITY, draw=False, progress=False)
+    reference = predict_images(pipeline_of(confident_model, digits_val.class_names), [image], tmp_path / "reference",
+                               draw=False, progress=False)
     detections = json.loads((tmp_path / "out" / "detections.json").read_text())
     expected = json.loads(reference.detections_json.read_text())
     assert len(detections) == len(expected) > 0

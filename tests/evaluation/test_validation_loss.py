@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import torch
 
+from od2.config import load_config
 from od2.evaluation.inference import run_inference
+from od2.evaluation.pipeline import InferencePipeline
 from od2.models import retinanet
 
 
@@ -35,7 +37,8 @@ def test_validation_losses_are_the_mean_of_the_per_image_training_losses():
     model.train()
     bn_before = {k: v.clone() for k, v in model.state_dict().items()}
     rng_before = torch.get_rng_state()
-    with_losses = run_inference(model, data, torch.device("cpu"), [1, 2, 3], progress=False, losses=True)
+    pipeline = InferencePipeline(load_config(None, ["MODEL.DEVICE=cpu"]), model, ["a", "b", "c"])
+    with_losses = run_inference(pipeline, data, progress=False, losses=True)
     assert torch.equal(torch.get_rng_state(), rng_before)
     assert all(torch.equal(bn_before[k], v) for k, v in model.state_dict().items())  # running stats unchanged
     assert model.training  # given back in the mode it came in
@@ -44,6 +47,6 @@ def test_validation_losses_are_the_mean_of_the_per_image_training_losses():
         assert abs(with_losses.losses[key] - mean) < 1e-6 * max(1.0, mean), key
     total = sum(float(e["loss_cls"] + e["loss_box_reg"]) for e in expected) / len(expected)
     assert abs(with_losses.losses["total_loss"] - total) < 1e-6 * max(1.0, total)
-    without = run_inference(model, data, torch.device("cpu"), [1, 2, 3], progress=False)
+    without = run_inference(pipeline, data, progress=False)
     assert without.losses == {}
     assert with_losses.detections == without.detections and with_losses.num_images == without.num_images == 3

@@ -30,7 +30,7 @@ from torchvision.ops.misc import FrozenBatchNorm2d
 from od2.config import load_config
 from od2.data.catalog import register_coco_instances
 from od2.data.datasets.digits import ensure_digits
-from od2.data.loader import collate_batch
+from od2.data.loader import collate_batch, resize_for_test
 from od2.engine.checkpoint import load_checkpoint
 from od2.engine.setup import load_initial_weights
 from od2.engine.trainer import Trainer
@@ -150,7 +150,7 @@ def synthetic_image(tmp_path_factory) -> Path:
 def compare_detections(model_pair, files: list[Path], min_size: int) -> list[dict]:
     """Run both models on ``files`` through od2's test pipeline at ``min_size``; per image the agreement figures."""
     _, cfg, reference, model, _ = model_pair
-    dataset = ImageFiles(files, min_size, cfg.INPUT.MAX_SIZE_TEST, keep_original=False)
+    dataset = ImageFiles(files, resize_for_test(min_size, cfg.INPUT.MAX_SIZE_TEST), keep_original=False)
     batch = collate_batch([dataset[i] for i in range(len(dataset))], cfg.INPUT.SIZE_DIVISIBILITY)
     sizes = [tuple(s) for s in batch["image_sizes"].tolist()]
     origs = [tuple(s) for s in batch["orig_sizes"].tolist()]
