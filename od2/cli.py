@@ -140,9 +140,10 @@ def build_parser() -> argparse.ArgumentParser:
                     "comparison table of all runs; and a training-curve PNG per run (losses and AP vs iteration) "
                     "in <out stem>_curves/. A sweep folder (with the sweep.json of od2 sweep) gets instead, per arm, "
                     "the seeds done and the mean and t interval of every COCO metric and of the seconds per image; "
-                    "per arm against the reference arm (base, else the first), the paired difference of --metric "
-                    "over the seeds both finished, with its interval, p-value, sign per seed and a verdict (better "
-                    "/ worse when the interval excludes 0, else not resolved); and the runs not done. It is "
+                    "per arm against the reference arm (--reference; default base, else the first), the paired "
+                    "difference of --metric over the seeds both finished, with its interval, p-value, sign per "
+                    "seed and a verdict (better / worse when the interval excludes 0, else not resolved); and the "
+                    "runs not done. It is "
                     "printed and written to SWEEP_DIR/report.md, report.json (the numbers) and report.png (error "
                     "bars). See docs/sweeps.md.")
     report.add_argument("runs", nargs="+", metavar="FOLDER",
@@ -155,6 +156,9 @@ def build_parser() -> argparse.ArgumentParser:
                              "AP75, APs, APm, APl, AR1, AR10, AR100, ARs, ARm, ARl (default AP)")
     report.add_argument("--confidence", type=float, default=0.95,
                         help="sweeps: the confidence level of the t intervals (default 0.95)")
+    report.add_argument("--reference", metavar="ARM",
+                        help="sweeps: the arm the others are compared with (default: the arm named base, else the "
+                             "spec's first arm)")
 
     bench = sub.add_parser(
         "bench", help="time od2 against torchvision's RetinaNet and pycocotools on this machine",
@@ -389,7 +393,7 @@ def cmd_report(args: argparse.Namespace) -> int:
     sweeps = [folder for folder in args.runs if is_sweep_folder(folder)]
     runs = [folder for folder in args.runs if folder not in sweeps]
     for folder in sweeps:
-        report = write_sweep_report(folder, args.metric, args.confidence)
+        report = write_sweep_report(folder, args.metric, args.confidence, args.reference)
         print(report.markdown)
         print(f"sweep report: {', '.join(str(path) for path in report.paths.values())}")
     if runs:

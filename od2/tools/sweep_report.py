@@ -139,15 +139,21 @@ def _paired_record(paired: PairedDifference) -> dict:
                 verdict=paired.verdict)
 
 
-def sweep_numbers(results: SweepResults, metric: str = "AP", confidence: float = 0.95) -> dict:
+def sweep_numbers(results: SweepResults, metric: str = "AP", confidence: float = 0.95,
+                  reference: str | None = None) -> dict:
     """The report's numbers (report.json): per arm the seeds done and every metric's mean and t interval; per
-    non-reference arm the paired difference of ``metric`` against the reference. Undefined numbers are None."""
+    other arm the paired difference of ``metric`` against ``reference`` (default: the sweep's reference arm).
+    Undefined numbers are None."""
     if metric not in STAT_NAMES:
         raise ConfigError(f"--metric {metric}: not a COCO metric; one of {', '.join(STAT_NAMES)}")
     if not 0.0 < confidence < 1.0:
         raise ConfigError(f"--confidence {confidence}: must lie strictly between 0 and 1")
+    reference = reference or results.reference
+    if reference not in results.arms:
+        raise ConfigError(f"--reference {reference}: no such arm in {results.folder / 'sweep.json'}; the arms are "
+                          f"{', '.join(results.arms)}")
     arms, paired = {}, {}
-    reference = {seed: s[metric] for seed, s in results.summaries.get(results.reference, {}).items()}
+    reference_values = {seed: s[metric] for seed, s in results.summaries.get(reference, {}).items()}
     for arm in results.arms:
         done = results.summaries.get(arm, {})
         metrics = {}
@@ -157,10 +163,10 @@ def sweep_numbers(results: SweepResults, metric: str = "AP", confidence: float =
         seconds = results.seconds.get(arm, {})
         arms[arm] = dict(seeds_done=sorted(done), metrics=metrics,
                          run_seconds=_interval_record(mean_interval(list(seconds.values()), confidence), seconds))
-        if arm != results.reference:
+        if arm != reference:
             values = {seed: summary[metric] for seed, summary in done.items()}
-            paired[arm] = _paired_record(paired_difference(values, reference, confidence))
-    return dict(sweep=str(results.folder), metric=metric, confidence=confidence, reference=results.reference,
+            paired[arm] = _paired_record(paired_difference(values, reference_values, confidence))
+    return dict(sweep=str(results.folder), metric=metric, confidence=confidence, reference=reference,
                 arms=arms, paired=paired, not_done=results.not_done)
 
 
@@ -264,10 +270,12 @@ class SweepReport:
     paths: dict[str, Path]  # "md", "json", "png"
 
 
-def write_sweep_report(folder: str | os.PathLike, metric: str = "AP", confidence: float = 0.95) -> SweepReport:
-    """Read the sweep in ``folder`` and write ``report.md``, ``report.json`` and ``report.png`` into it."""
+def write_sweep_report(folder: str | os.PathLike, metric: str = "AP", confidence: float = 0.95,
+                       reference: str | None = None) -> SweepReport:
+    """Read the sweep in ``folder`` and write ``report.md``, ``report.json`` and ``report.png`` into it; the
+    paired differences are against ``reference`` (default ``base``, else the spec's first arm)."""
     folder = Path(folder)
-    numbers = sweep_numbers(read_sweep(folder), metric, confidence)
+    numbers = sweep_numbers(read_sweep(folder), metric, confidence, reference)
     paths = {"md": folder / "report.md", "json": folder / "report.json", "png": folder / "report.png"}
     markdown = sweep_markdown(numbers, paths["png"].name)
     plot_sweep(numbers, paths["png"])

@@ -141,3 +141,14 @@ def test_run_folders_beside_a_sweep_still_get_the_results_document(tmp_path, cap
     printed = capsys.readouterr().out
     assert "report of 1 runs" in printed and (sweep / "report.md").is_file()
     assert "| RetinaNet-BN | 0.339 | 0.521 |" in (tmp_path / "results.md").read_text()
+
+
+def test_reference_chooses_the_arm_the_others_are_compared_with(tmp_path, capsys):
+    sweep = make_sweep(tmp_path / "sweep")
+    assert main(["report", str(sweep), "--reference", "cosine"]) == 0
+    numbers = json.loads((sweep / "report.json").read_text())
+    assert numbers["reference"] == "cosine" and set(numbers["paired"]) == {"base", "giou", "stitch"}
+    test = stats.ttest_rel([0.400, 0.420, 0.410], [0.380, 0.405, 0.395])
+    assert numbers["paired"]["base"]["p_value"] == pytest.approx(test.pvalue)
+    assert main(["report", str(sweep), "--reference", "nope"]) == 2
+    assert "--reference nope: no such arm" in capsys.readouterr().err
