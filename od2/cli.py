@@ -31,6 +31,7 @@ EPILOG = """examples:
   od2 train --config coco/RetinaNet-GN MODEL.RESNETS.DEPTH=18 MODEL.WEIGHTS=torchvision://ResNet18_Weights.IMAGENET1K_V1
   od2 export --config configs/bccd/retinanet_lite0.yaml --weights model_final.pth --out model.onnx
   od2 report output/coco/RetinaNet-GN output/coco/RetinaNet-EvoNormS-GIoU --out results.md
+  od2 report output/sweeps/bccd-giou --metric AP50          # a sweep: intervals over seeds, paired differences
   od2 bench --only inference eval --no-write
   od2 lr-plot --config configs/coco/RetinaNet-BN.yaml --log-y SOLVER.LR_DECAY_TYPE=cosine
   od2 model-info --config configs/coco/RetinaNet-GN.yaml --size 800 1333 --json
@@ -131,14 +132,32 @@ def build_parser() -> argparse.ArgumentParser:
                              "index of each detection); --size is then the size traced and checked")
 
     report = sub.add_parser(
-        "report", help="rebuild the log's results document (settings, COCO block, curves) from run folders",
+        "report", help="rebuild the log's results document from run folders; statistics over seeds of a sweep",
         description="For each run folder (OUTPUT_DIR of od2 train) write a section as object_detection2's results "
                     "log does: heading, batch size x processes, backbone and norm, neck and head norms, loss, LR "
                     "decay, augmentation, iterations, train time, eval s/img and the 12-line COCO block; then a "
                     "comparison table of all runs; and a training-curve PNG per run (losses and AP vs iteration) "
-                    "in <out stem>_curves/.")
-    report.add_argument("runs", nargs="+", metavar="RUN_DIR", help="run folders (with config.yaml)")
-    report.add_argument("--out", default="results.md", help="Markdown file to write (default results.md)")
+                    "in <out stem>_curves/. A sweep folder (with the sweep.json of od2 sweep) gets instead, per arm, "
+                    "the seeds done and the mean and t interval of every COCO metric and of the seconds per image; "
+                    "per arm against the reference arm (--reference; default base, else the first), the paired "
+                    "difference of --metric over the seeds both finished, with its interval, p-value, sign per "
+                    "seed and a verdict (better / worse when the interval excludes 0, else not resolved); and the "
+                    "runs not done. It is "
+                    "printed and written to SWEEP_DIR/report.md, report.json (the numbers) and report.png (error "
+                    "bars). See docs/sweeps.md.")
+    report.add_argument("runs", nargs="+", metavar="FOLDER",
+                        help="run folders (with config.yaml) and/or sweep folders (with sweep.json)")
+    report.add_argument("--out", default="results.md",
+                        help="Markdown file to write for the run folders (default results.md); a sweep's report "
+                             "goes into its folder")
+    report.add_argument("--metric", default="AP",
+                        help="sweeps: the COCO metric of the paired differences and the PNG, one of AP, AP50, "
+                             "AP75, APs, APm, APl, AR1, AR10, AR100, ARs, ARm, ARl (default AP)")
+    report.add_argument("--confidence", type=float, default=0.95,
+                        help="sweeps: the confidence level of the t intervals (default 0.95)")
+    report.add_argument("--reference", metavar="ARM",
+                        help="sweeps: the arm the others are compared with (default: the arm named base, else the "
+                             "spec's first arm)")
 
     bench = sub.add_parser(
         "bench", help="time od2 against torchvision's RetinaNet and pycocotools on this machine",
@@ -361,9 +380,17 @@ def cmd_export(args: argparse.Namespace) -> int:
 
 def cmd_report(args: argparse.Namespace) -> int:
     from od2.tools.report import write_report
+    from od2.tools.sweep_report import is_sweep_folder, write_sweep_report
 
-    path = write_report(args.runs, args.out)
-    print(f"report of {len(args.runs)} runs: {path}")
+    sweeps = [folder for folder in args.runs if is_sweep_folder(folder)]
+    runs = [folder for folder in args.runs if folder not in sweeps]
+    for folder in sweeps:
+        report = write_sweep_report(folder, args.metric, args.confidence, args.reference)
+        print(report.markdown)
+        print(f"sweep report: {', '.join(str(path) for path in report.paths.values())}")
+    if runs:
+        path = write_report(runs, args.out)
+        print(f"report of {len(runs)} runs: {path}")
     return 0
 
 

@@ -8,6 +8,7 @@ import math
 from pathlib import Path
 
 import pytest
+import yaml
 
 from od2.config import load_config
 from od2.data.catalog import register_coco_instances
@@ -15,7 +16,10 @@ from od2.data.datasets.digits import ensure_digits
 from od2.engine.trainer import Trainer
 
 REPO = Path(__file__).resolve().parents[2]
-CONFIGS = sorted(p.relative_to(REPO).as_posix() for p in (REPO / "configs").rglob("*.yaml"))
+# configs/sweeps holds od2 sweep specs (base, arms, seeds), not configs: their arms are checked below.
+SWEEP_SPECS = sorted(p.relative_to(REPO).as_posix() for p in (REPO / "configs" / "sweeps").glob("*.yaml"))
+CONFIGS = sorted(p.relative_to(REPO).as_posix() for p in (REPO / "configs").rglob("*.yaml")
+                 if p.relative_to(REPO).as_posix() not in SWEEP_SPECS)
 TRAIN = "every_config_digits_train"
 
 # Small input and batch so that even the ResNet-50 rows take a few seconds on 2 CPU cores; random backbones (the COCO
@@ -50,6 +54,30 @@ def test_config_trains_a_few_iterations(config, tiny_digits, tmp_path):
     assert [r["iteration"] for r in records] == [1, 2]
     assert all(math.isfinite(r["total_loss"]) and r["loss_box_reg"] > 0 for r in records)
     assert (tmp_path / "model_final.pth").is_file()
+
+
+@pytest.mark.parametrize("spec", SWEEP_SPECS)
+def test_every_arm_of_a_sweep_spec_loads(spec):
+    data = yaml.safe_load((REPO / spec).read_text())
+    for name, arm in data["arms"].items():
+        arm = {"overrides": arm} if isinstance(arm, list) else arm
+        cfg = load_config(REPO / arm.get("config", data["base"]),
+                          [*data.get("overrides", []), *arm.get("overrides", []), "SEED=3"])
+        assert cfg.SEED == 3, name
+
+
+def test_the_digits_sweep_keeps_the_recorded_budgets():
+    data = yaml.safe_load((REPO / "configs/sweeps/digits_log.yaml").read_text())
+    assert data["seeds"][:2] == [42, 1] and len(data["seeds"]) == 3  # the recorded seeds first, then a third
+    budgets = {}
+    for name, arm in data["arms"].items():
+        cfg = load_config(REPO / data["base"], [*data["overrides"], *arm["overrides"]])
+        budgets[name] = (cfg.SOLVER.IMS_PER_BATCH, cfg.SOLVER.MAX_ITER, cfg.SOLVER.BASE_LR)
+    # docs/results.md: 8 images x 1000 iterations; the norm rows 1 image x 2000 and x 8000, all at LR 0.02
+    assert {budgets[arm] for arm in ("base", "giou", "piecewise", "stitch", "stitcher", "aa-v0", "waa")} == {
+        (8, 1000, 0.02)}
+    assert budgets["bn-b1-8000"] == budgets["evonorm-b1-8000"] == (1, 8000, 0.02)
+    assert budgets["bn-b1-2000"] == budgets["evonorm-b1-2000"] == (1, 2000, 0.02)
 
 
 # row: (config, FPN norm, head norm, activation after them, box loss, LR decay, images per process)
