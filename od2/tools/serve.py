@@ -5,8 +5,8 @@ the boxes and the run's facts. The score slider redraws the last detections (kep
 ``gr.State``) without running the model again. Every event is also a named HTTP endpoint (``/detect``,
 ``/detect_files``, ``/detect_folder``, ``/redraw``) that ``gradio_client`` or plain HTTP can call.
 
-The page calls the detector it is given (``od2.Detector``: the one inference path of eval and predict); this module
-does not build one, so it stays below ``od2.detector`` in the layers.
+The page calls the detector it is given (``od2.Detector``: the one inference path of eval and predict); ``od2 serve``
+builds it, since tools and ``od2.detector`` share a layer and do not import each other.
 """
 
 from __future__ import annotations
@@ -92,7 +92,7 @@ def build_app(detector: ImageDetector, title: str = "od2 detector") -> gr.Blocks
 
     Endpoints (``api_name``), each returning ``(gallery of drawn images, table rows)`` with the rows' columns
     :data:`TABLE_HEADERS`:
-      - ``/detect(image, score_thresh)``: one image (uint8 RGB);
+      - ``/detect(image, score_thresh)``: one image (uint8 RGB; none: empty results);
       - ``/detect_files(files, score_thresh)`` and ``/detect_folder(files, score_thresh)``: image files;
       - ``/redraw(score_thresh)``: the session's last detections at another threshold, without the model.
     """
@@ -102,9 +102,7 @@ def build_app(detector: ImageDetector, title: str = "od2 detector") -> gr.Blocks
         return drawn_images(results, score_thresh), detection_rows(results, score_thresh)
 
     def detect_image(image: np.ndarray | None, score_thresh: float) -> tuple[list, list[list[Any]], list]:
-        if image is None:
-            raise gr.Error("upload an image first")
-        results = [("image", detector(image))]
+        results = [] if image is None else [("image", detector(image))]  # None: the image was cleared
         return *show(results, score_thresh), results
 
     def detect_files(paths: list[str] | None, score_thresh: float,
@@ -137,7 +135,8 @@ def build_app(detector: ImageDetector, title: str = "od2 detector") -> gr.Blocks
                                                               "number"], label="boxes (XYXY, image pixels)",
                              interactive=False)
         outputs = [gallery, table, last]
-        image.upload(detect_image, [image, score], outputs, api_name="detect")
+        # change, not upload: a pasted image counts too, and clearing the image clears the results
+        image.change(detect_image, [image, score], outputs, api_name="detect")
         files.upload(detect_files, [files, score], outputs, api_name="detect_files")
         folder.upload(detect_files, [folder, score], outputs, api_name="detect_folder")
         score.release(redraw, [last, score], [gallery, table], api_name="redraw")

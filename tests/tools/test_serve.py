@@ -143,5 +143,8 @@ def test_the_running_app_over_http(run_dir, tmp_path, monkeypatch):
         assert [item["caption"].split(":")[0] for item in gallery] == ["other.png"]  # the text file is skipped
         with pytest.raises(AppError, match="none of the uploaded files is a readable image"):
             client.predict([handle_file(str(notes))], high, api_name="/detect_folder")
+
+        gallery, table = client.predict(None, high, api_name="/detect")  # the image cleared: no results left
+        assert gallery == [] and rows_of(table) == [] and rows_of(client.predict(0.0, api_name="/redraw")[1]) == []
     finally:
         app.close()
