@@ -1,5 +1,5 @@
 """The ``od2`` command line: ``od2 train | eval | eval-json | predict | export | report | bench | lr-plot |
-model-info | data``.
+model-info | serve | data``.
 
 Every command that takes ``--config FILE`` also takes trailing ``KEY=VALUE`` overrides, e.g.
 ``od2 train --config configs/digits/retinanet_lite0.yaml SOLVER.MAX_ITER=200 OUTPUT_DIR=output/try``.
@@ -35,6 +35,7 @@ EPILOG = """examples:
   od2 bench --only inference eval --no-write
   od2 lr-plot --config configs/coco/RetinaNet-BN.yaml --log-y SOLVER.LR_DECAY_TYPE=cosine
   od2 model-info --config configs/coco/RetinaNet-GN.yaml --size 800 1333 --json
+  od2 serve --run output/bccd --port 7860                                 # a web demo: upload images, see boxes
   od2 data stats --config configs/bccd/retinanet_lite0.yaml --split test
   od2 data convert --from voc --input datasets/bccd --split train --to yolo --out datasets/bccd_yolo
 Config keys are documented in docs/config.md; any of them can be overridden as KEY=VALUE."""
@@ -219,6 +220,31 @@ def build_parser() -> argparse.ArgumentParser:
     model_info.add_argument("--num-classes", type=int, default=80, metavar="N",
                             help="classes of the head when MODEL.RETINANET.NUM_CLASSES is 0 (default 80)")
     model_info.add_argument("--json", action="store_true", help="print the numbers as JSON instead of a table")
+
+    serve = sub.add_parser(
+        "serve", help="a web page to try a trained model: upload images, see the detections, move a score slider",
+        description="Start a local web demo (Gradio; pip install 'od2[serve]') of a trained model: upload an image, "
+                    "several images or a folder's files and see them with their detections drawn, a table of the "
+                    "boxes (class, score, XYXY in the image's pixels) and the run's classes, test size and test-time "
+                    "mode. The score slider redraws without running the model again. Every action is also an HTTP "
+                    "endpoint (/detect, /detect_files, /detect_folder, /redraw; the page's 'Use via API' link shows "
+                    "how to call them with gradio_client). Images go through od2.Detector, as in od2 predict. No "
+                    "telemetry is sent; the page is public only with --share.")
+    model_source = serve.add_mutually_exclusive_group(required=True)
+    model_source.add_argument("--run", metavar="RUN_DIR",
+                              help="a training run folder (OUTPUT_DIR of od2 train): its config.yaml and weights")
+    model_source.add_argument("--config", help="YAML config file of the trained model (or a packaged config's name)")
+    serve.add_argument("--weights",
+                       help="with --run: best (default: model_best.pth, else model_final.pth), final, or a file name "
+                            f"in the run folder; with --config: {WEIGHTS_HELP}")
+    serve.add_argument("--device", help="where the model runs, e.g. cpu, cuda, cuda:1 (default MODEL.DEVICE)")
+    serve.add_argument("--host", default="127.0.0.1",
+                       help="address to listen on (default 127.0.0.1: this machine only; 0.0.0.0: the network)")
+    serve.add_argument("--port", type=int, default=7860, help="port to listen on (default 7860)")
+    serve.add_argument("--share", action="store_true",
+                       help="also open a temporary public link through Gradio's share servers (off by default)")
+    serve.add_argument("opts", nargs="*", metavar="KEY=VALUE",
+                       help="config overrides, e.g. TEST.AUG.ENABLED=True MODEL.RETINANET.SCORE_THRESH_TEST=0.2")
 
     add_data_parser(sub)
     _add_debug_flag(parser)
@@ -468,13 +494,37 @@ def cmd_model_info(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_serve(args: argparse.Namespace) -> int:
+    import importlib.util
+
+    if importlib.util.find_spec("gradio") is None:
+        print("od2 serve: error: the web demo needs Gradio: pip install 'od2[serve]'", file=sys.stderr)
+        return 2
+    # no usage statistics or version check leave the machine; read when gradio builds the page
+    os.environ["GRADIO_ANALYTICS_ENABLED"] = "False"
+    from od2.detector import Detector
+    from od2.engine.setup import setup_logging
+    from od2.tools.serve import build_app
+
+    setup_logging(None, 0)
+    if args.run:
+        detector = Detector.from_run(args.run, args.weights or "best", args.device, args.opts)
+        title = f"od2: {Path(args.run).resolve().name}"
+    else:
+        detector = Detector.from_config(args.config, args.weights, args.device, args.opts)
+        title = f"od2: {Path(args.config).stem}"
+    print(f"serving {detector!r} on http://{args.host}:{args.port} (Ctrl+C stops)")
+    build_app(detector, title=title).launch(server_name=args.host, server_port=args.port, share=args.share)
+    return 0
+
+
 def dist_rank_from_env() -> int:
     return int(os.environ.get("RANK", "0"))
 
 
 COMMANDS = {"train": cmd_train, "eval": cmd_eval, "eval-json": cmd_eval_json, "predict": cmd_predict,
             "export": cmd_export, "report": cmd_report, "bench": cmd_bench, "lr-plot": cmd_lr_plot,
-            "model-info": cmd_model_info, "data": run_data_command}
+            "model-info": cmd_model_info, "serve": cmd_serve, "data": run_data_command}
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
