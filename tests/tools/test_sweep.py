@@ -158,6 +158,19 @@ def test_dry_run_names_each_estimate_source(tmp_path, tiny_config):
     assert "GPU" not in text  # the spec gives no gpus_per_run
 
 
+@pytest.mark.slow  # trains 3 iterations in a fresh process
+def test_dry_run_measure_times_the_arm_here_before_the_specs_figure(tmp_path, tiny_config):
+    spec_file = write_spec(tmp_path, tiny_config, overrides=["SOLVER.MAX_ITER=50"], step_seconds=99.0,
+                           step_source="a stale figure")
+    result = od2_sweep(str(spec_file), "--measure", "3")
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    line = next(line for line in result.stdout.splitlines() if line.startswith("  base: "))
+    assert "--measure 3: timed here, 2 iterations" in line and "stale" not in line
+    seconds = float(line.split()[1])
+    assert 0 < seconds < 30
+    assert not (tmp_path / "sweep").exists() or not list((tmp_path / "sweep").rglob("*.pth"))  # a temporary folder
+
+
 def test_dry_run_gives_gpu_hours_when_the_spec_gives_gpus(tmp_path, tiny_config):
     spec = load_spec(write_spec(tmp_path, tiny_config, overrides=["SOLVER.MAX_ITER=3600"], gpus_per_run=2,
                                 step_seconds=1.0, arms={"base": [], "one": {"gpus_per_run": 1}}))
