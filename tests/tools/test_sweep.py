@@ -20,6 +20,7 @@ from od2.data.datasets.digits import ensure_digits
 from od2.tools.sweep import SweepOptions, dry_run, load_spec, plan_runs, run_sweep
 from od2.tools.sweep.estimate import seconds_per_iteration
 from od2.tools.sweep.folder import run_state
+from od2.tools.sweep.runner import local_resources
 from od2.utils.cfg_node import ConfigError
 
 REPO = Path(__file__).resolve().parents[2]
@@ -204,6 +205,14 @@ def test_bccd_ablation_arms_load_and_share_one_budget():
     for run in runs:
         cfg = load_config(run.config_args[1], run.config_args[2:])
         assert cfg.TEST.EVAL_PERIOD == 0 and cfg.SOLVER.IMS_PER_BATCH == 4
+
+
+def test_jobs_split_the_cores_and_loader_workers(monkeypatch):
+    monkeypatch.setattr("os.sched_getaffinity", lambda pid: set(range(8)), raising=False)
+    assert local_resources(1, 4) == ({}, ())  # one run at a time keeps the config and the machine as they are
+    assert local_resources(2, 4) == ({"OMP_NUM_THREADS": "4", "MKL_NUM_THREADS": "4"}, ("DATALOADER.NUM_WORKERS=2",))
+    assert local_resources(3, 1) == ({"OMP_NUM_THREADS": "2", "MKL_NUM_THREADS": "2"}, ("DATALOADER.NUM_WORKERS=0",))
+    assert local_resources(16, 2)[0]["OMP_NUM_THREADS"] == "1"
 
 
 # --- running --------------------------------------------------------------------------------------------------------

@@ -101,6 +101,8 @@ class RunJob:
             # trainer and its data-loading workers) itself.
             self._process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT,
                                              env={**os.environ, **self.env}, start_new_session=True)
+            if self._stopped:  # stop() came between the check above and the start
+                self.stop()
             try:
                 code = self._process.wait()
             except BaseException:  # the job itself was interrupted (submitit's timeout, Ctrl-C): stop the child

@@ -144,12 +144,13 @@ def _run_local(todo: list[tuple[PlannedRun, RunState]], record: SweepRecord, job
         record.update(run, status="running", error=None)
         try:
             seconds = job()
-        except RunFailed as exc:
+        except Exception as exc:  # a RunFailed, or the sweep could not start it (an OSError): the others go on
             if job.stopped:
                 record.update(run, status="pending")
                 return
-            record.update(run, status="failed", error=str(exc))
-            bar.write(f"{run.relative_dir}: FAILED\n{exc}")
+            error = str(exc) if isinstance(exc, RunFailed) else f"{type(exc).__name__}: {exc}"
+            record.update(run, status="failed", error=error)
+            bar.write(f"{run.relative_dir}: FAILED\n{error}")
         else:
             record.update(run, status="done", seconds=round(seconds, 1))
             bar.write(finished_line(run, seconds))
@@ -190,8 +191,8 @@ def _run_slurm(todo: list[tuple[PlannedRun, RunState]], record: SweepRecord, spe
             del pending[key]
             try:
                 seconds = job.result()
-            except Exception as exc:  # submitit re-raises the job's error (a RunFailed) with its traceback
-                record.update(run, status="failed", error=str(exc))
+            except Exception as exc:  # submitit re-raises the job's error (a RunFailed) with its whole traceback
+                record.update(run, status="failed", error="\n".join(str(exc).splitlines()[-30:]))
                 bar.write(f"{run.relative_dir}: FAILED (job {job.job_id})\n{log_tail(run.folder)}")
             else:
                 record.update(run, status="done", seconds=round(seconds, 1))
