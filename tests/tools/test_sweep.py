@@ -353,3 +353,17 @@ def test_slurm_executor_through_submitits_local_executor(tmp_path, tiny_config):
     assert (tmp_path / "sweep" / "base/seed1/eval/coco_summary.json").is_file()
     submitted = list((tmp_path / "sweep" / "submitit").glob("*_submitted.pkl"))
     assert len(submitted) == 1  # one job: the done run was not resubmitted
+
+
+@pytest.mark.slow  # two gloo training processes under torchrun, then the evaluation
+def test_a_run_with_two_gpus_trains_under_torchrun(tmp_path, tiny_config):
+    """gpus_per_run 2 starts one process per GPU through torch.distributed.run (gloo on the CPU here)."""
+    from od2.engine.checkpoint import load_checkpoint
+
+    spec_file = write_spec(tmp_path, tiny_config, gpus_per_run=2, overrides=["SOLVER.IMS_PER_BATCH=1"])
+    result = od2_sweep(str(spec_file))
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    folder = tmp_path / "sweep" / "base" / "seed1"
+    assert load_checkpoint(folder / "model_final.pth")["world_size"] == 2
+    assert "torch.distributed.run --standalone --nproc_per_node=2" in (folder / "sweep_stdout.txt").read_text()
+    assert (folder / "eval" / "coco_summary.json").is_file()
