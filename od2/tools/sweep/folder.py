@@ -21,7 +21,6 @@ FINAL_WEIGHTS = "model_final.pth"
 SUMMARY = Path("eval") / "coco_summary.json"
 STDOUT = "sweep_stdout.txt"
 CHECKPOINT_NAME = re.compile(r"model_(\d{7})\.pth")
-STATUSES = ("pending", "running", "done", "failed")
 
 
 @dataclass(frozen=True)
