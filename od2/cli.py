@@ -18,6 +18,7 @@ from pathlib import Path
 
 from od2.config import ConfigError, load_config
 from od2.tools.data_cli import add_data_parser, run_data_command
+from od2.tools.sweep.command import add_sweep_parser, run_sweep_command
 
 logger = logging.getLogger("od2")
 
@@ -247,6 +248,7 @@ def build_parser() -> argparse.ArgumentParser:
                        help="config overrides, e.g. TEST.AUG.ENABLED=True MODEL.RETINANET.SCORE_THRESH_TEST=0.2")
 
     add_data_parser(sub)
+    add_sweep_parser(sub)
     _add_debug_flag(parser)
     return parser
 
@@ -524,7 +526,7 @@ def dist_rank_from_env() -> int:
 
 COMMANDS = {"train": cmd_train, "eval": cmd_eval, "eval-json": cmd_eval_json, "predict": cmd_predict,
             "export": cmd_export, "report": cmd_report, "bench": cmd_bench, "lr-plot": cmd_lr_plot,
-            "model-info": cmd_model_info, "serve": cmd_serve, "data": run_data_command}
+            "model-info": cmd_model_info, "serve": cmd_serve, "data": run_data_command, "sweep": run_sweep_command}
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:

@@ -14,11 +14,14 @@ CONFIGS_DIR = Path(__file__).resolve().parents[1] / "configs"
 SUFFIX = ".yaml"
 # The README's commands spell packaged configs from the repository root: configs/<name>.yaml.
 REPOSITORY_PREFIX = "configs/"
+# Folders of configs/ that hold other YAML files than configs: od2 sweep's specs.
+NOT_CONFIGS = ("sweeps",)
 
 
 def config_names() -> list[str]:
     """Every packaged config as ``<folder>/<stem>`` (e.g. ``coco/RetinaNet-GN``), sorted."""
-    return sorted(p.relative_to(CONFIGS_DIR).with_suffix("").as_posix() for p in CONFIGS_DIR.rglob(f"*{SUFFIX}"))
+    return sorted(p.relative_to(CONFIGS_DIR).with_suffix("").as_posix() for p in CONFIGS_DIR.rglob(f"*{SUFFIX}")
+                  if p.relative_to(CONFIGS_DIR).parts[0] not in NOT_CONFIGS)
 
 
 def resolve_config(name: str | Path, relative_to: Path | None = None) -> Path:
