@@ -20,6 +20,7 @@ from od2 import Detector
 from od2.cli import main
 from od2.config import load_config
 from od2.data.datasets.digits import ensure_digits
+from od2.evaluation.predict import collect_images
 from od2.evaluation.predict_video import split_inputs, video_output_names
 from od2.evaluation.video import VideoError, VideoInput, VideoReader, VideoWriter
 
@@ -187,6 +188,12 @@ def test_inputs_are_split_into_images_and_videos(tmp_path, clip):
     assert [(v.kind, v.name) for v in videos] == [("file", "clip"), ("url", "front"), ("url", "stream")]
     with pytest.raises(FileNotFoundError, match="missing.mkv"):
         split_inputs([str(tmp_path / "missing.mkv")])
+    folder_of_videos = tmp_path / "videos"
+    folder_of_videos.mkdir()
+    (folder_of_videos / "clip.mp4").write_bytes(clip.read_bytes())
+    assert split_inputs([str(folder_of_videos)]) == ([str(folder_of_videos)], [])
+    with pytest.raises(ValueError, match="folders are searched for images only: name video files one by one"):
+        collect_images([folder_of_videos])
     assert video_output_names([VideoInput.file("a/clip.mp4"), VideoInput.file("b/clip.avi"),
                                VideoInput.camera(0)]) == ["clip", "clip_1", "camera0"]
 
