@@ -84,17 +84,25 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--vis-thresh", type=float, default=0.3, help="score threshold for --vis (default 0.3)")
 
     predict = sub.add_parser(
-        "predict", help="detect objects in image files or folders: PNGs with boxes drawn, COCO results JSON",
+        "predict", help="detect objects in images, videos, streams and cameras: drawn PNGs/MP4s, COCO results, "
+                        "JSON lines",
         description="Run the model on images (files, or folders searched recursively for .jpg/.png/...), at the "
                     "test size (INPUT.MIN_SIZE_TEST / MAX_SIZE_TEST). Writes OUT/<name>.png with boxes, class "
                     "names and scores drawn, OUT/detections.json (COCO results: image_id, category_id (the "
                     "checkpoint's category ids, e.g. COCO's for torchvision's COCO weights, else label + 1), "
                     "bbox XYWH in original pixels, score) and OUT/images.json (image ids, file names, sizes; "
                     "category names). Class names come from the checkpoint. Undecodable files are skipped and "
-                    "listed; images inside OUT are not read. KEY=VALUE config overrides may be mixed with the inputs.")
+                    "listed; images inside OUT are not read. "
+                    "Videos (.mp4 .avi .mkv .mov .webm .m4v files), stream URLs (rtsp://, http(s)://) and "
+                    "cameras (--camera N) give OUT/<name>.jsonl (one line per processed frame: frame, time, "
+                    "detections with bbox XYWH, score, label, name) and OUT/<name>.mp4 (boxes drawn); they need "
+                    "PyAV (pip install 'od2[video]'; docs/video.md). "
+                    "KEY=VALUE config overrides may be mixed with the inputs.")
     predict.add_argument("--config", required=True, help="YAML config file of the trained model")
     predict.add_argument("--weights", help=f"checkpoint: {WEIGHTS_HELP}")
-    predict.add_argument("inputs", nargs="+", metavar="INPUT", help="image files and folders (and KEY=VALUE)")
+    predict.add_argument("inputs", nargs="*", metavar="INPUT",
+                         help="image files and folders (folders: images only), video files, stream URLs (and "
+                              "KEY=VALUE)")
     predict.add_argument("--out", help="output folder (default: OUTPUT_DIR/predict)")
     predict.add_argument("--score-thresh", type=float, default=0.3,
                          help="keep (draw and write) detections with at least this score (default 0.3)")
@@ -102,6 +110,14 @@ def build_parser() -> argparse.ArgumentParser:
                          help="images per forward (default 1; larger batches pad their images to one size, which "
                               "moves scores slightly near the borders, as in evaluation)")
     predict.add_argument("--no-draw", action="store_true", help="write the JSON files only")
+    predict.add_argument("--camera", type=int, action="append", default=[], metavar="N",
+                         help="also read camera N (/dev/videoN through Video4Linux; repeatable; stop it with "
+                              "--max-frames or Ctrl-C)")
+    predict.add_argument("--stride", type=int, default=1, metavar="N",
+                         help="videos, streams, cameras: run every Nth frame (default 1: all)")
+    predict.add_argument("--max-frames", type=int, metavar="N",
+                         help="videos, streams, cameras: stop after N processed frames (streams and cameras do "
+                              "not end by themselves)")
     predict.add_argument("--slice", type=int, nargs=2, metavar=("H", "W"),
                          help="sliced inference for large images with small objects: run the model on overlapping "
                               "H x W tiles at their own pixels (plus the whole image at the test size) and merge "
@@ -326,22 +342,41 @@ def cmd_predict(args: argparse.Namespace) -> int:
     from od2.detector import Detector
     from od2.engine.setup import setup_logging
     from od2.evaluation.predict import predict_images
+    from od2.evaluation.predict_video import predict_video, split_inputs, video_output_names
+    from od2.evaluation.video import VideoError, VideoInput, VideoReader
 
     overrides = [item for item in args.inputs if CONFIG_OVERRIDE.match(item) and not Path(item).exists()]
-    inputs = [item for item in args.inputs if item not in overrides]
-    if not inputs:
-        raise FileNotFoundError("od2 predict needs at least one image file or folder")
+    images, videos = split_inputs([item for item in args.inputs if item not in overrides])
+    videos += [VideoInput.camera(index) for index in args.camera]
+    if not images and not videos:
+        raise FileNotFoundError("od2 predict needs at least one image file or folder, video, stream URL or --camera")
+    if args.stride < 1 or (args.max_frames is not None and args.max_frames < 1):
+        raise ConfigError(f"--stride and --max-frames must be >= 1, got {args.stride} and {args.max_frames}")
     overrides = list(args.opts) + overrides + slice_overrides(args.slice, args.overlap, args.no_full_image)
     cfg = load_config(args.config, overrides)
     setup_logging(None, 0)
-    detector = Detector.from_config(cfg, args.weights)
-    summary = predict_images(
-        detector.pipeline, inputs, args.out or Path(cfg.OUTPUT_DIR) / "predict", score_thresh=args.score_thresh,
-        batch_size=args.batch_size, num_workers=cfg.DATALOADER.NUM_WORKERS, draw=not args.no_draw)
-    print(f"{summary.num_images} images, {summary.num_detections} detections (score >= {args.score_thresh}) -> "
-          f"{summary.detections_json}" + (f", {len(summary.drawings)} PNGs" if summary.drawings else ""))
-    for line in summary.skipped:
-        print(f"skipped {line}")
+    out_dir = Path(args.out) if args.out else Path(cfg.OUTPUT_DIR) / "predict"
+    try:
+        for video in videos:  # a bad file or a missing camera fails before any work; streams are opened in turn
+            if video.kind != "url":
+                VideoReader(video).close()
+        detector = Detector.from_config(cfg, args.weights)
+        if images:
+            summary = predict_images(
+                detector.pipeline, images, out_dir, score_thresh=args.score_thresh, batch_size=args.batch_size,
+                num_workers=cfg.DATALOADER.NUM_WORKERS, draw=not args.no_draw)
+            print(f"{summary.num_images} images, {summary.num_detections} detections (score >= "
+                  f"{args.score_thresh}) -> {summary.detections_json}"
+                  + (f", {len(summary.drawings)} PNGs" if summary.drawings else ""))
+            for line in summary.skipped:
+                print(f"skipped {line}")
+        for video, name in zip(videos, video_output_names(videos)):
+            print(predict_video(detector.pipeline, video, out_dir, name, score_thresh=args.score_thresh,
+                                batch_size=args.batch_size, stride=args.stride, max_frames=args.max_frames,
+                                draw=not args.no_draw))
+    except VideoError as exc:
+        print(f"od2 predict: error: {exc}", file=sys.stderr)
+        return 2
     return 0
 
 

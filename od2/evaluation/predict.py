@@ -90,7 +90,8 @@ def collect_images(inputs: Sequence[str | os.PathLike],
         else:
             raise FileNotFoundError(f"predict input not found: {raw}")
     if not found:
-        raise ValueError(f"no image files ({', '.join(IMAGE_EXTENSIONS)}) in {[str(p) for p in inputs]}")
+        raise ValueError(f"no image files ({', '.join(IMAGE_EXTENSIONS)}) in {[str(p) for p in inputs]} (folders "
+                         "are searched for images only: name video files one by one)")
     return list(found.items())
 
 
