@@ -11,10 +11,13 @@ one process, and prints AP, AP50, APs and the model's seconds per image: the who
 
 ``--sahi`` also runs sahi's ``get_sliced_prediction`` (the od2 model wrapped as a sahi ``DetectionModel``, each
 slice resized to the test size as od2 resizes a tile) against od2's ``SlicedInference`` through ``od2.Detector``,
-with the same tiles, overlap and merge (greedy merging by IoS at TEST.SLICE.MATCH_THRESH), canvas by canvas in
-turn, and scores both with od2's COCO evaluator. sahi is not an od2 dependency: install it apart
-(``pip install --target SAHI_DIR sahi``) and name that folder with ``--sahi-path``; it is appended to ``sys.path``,
-so the packages both share (numpy, pillow, torch) are the environment's own.
+with the same tiles and overlap, canvas by canvas in turn, and scores both with od2's COCO evaluator. sahi merges
+by class-wise NMS at MODEL.RETINANET.NMS_THRESH_TEST (``--sahi-merge nms``: what sahi itself switches to below a 0.1
+score threshold, and od2 evaluates at 0.05) or by greedy IoS merging at TEST.SLICE.MATCH_THRESH (``greedy``, sahi's
+GREEDYNMM forced: the union of every overlapping box, which inflates boxes at a low score threshold).
+sahi is not an od2 dependency: install it apart (``pip install --target SAHI_DIR sahi``) and name that folder with
+``--sahi-path``; it is appended to ``sys.path``, so the packages both share (numpy, pillow, torch) are the
+environment's own.
 """
 
 from __future__ import annotations
@@ -151,19 +154,21 @@ def run_sahi(config: str, model: torch.nn.Module, info: DatasetInfo, out: Path, 
     canvases = [(record["image_id"], np.asarray(Image.open(record["file_name"]).convert("RGB")))
                 for record in info.records]
     evaluator = CocoEvaluator(info.coco_gt)
-    print(f"sahi {sahi.__version__} against od2 SlicedInference, tiles {args.tile}x{args.tile}, overlap "
-          f"{args.overlap}, greedy IoS merging at {args.match_thresh}", flush=True)
+    merge = {"nms": ("NMS", "IOU", plain.MODEL.RETINANET.NMS_THRESH_TEST),
+             "greedy": ("GREEDYNMM", "IOS", args.match_thresh)}[args.sahi_merge]
+    print(f"sahi {sahi.__version__} ({merge[0]} by {merge[1]} at {merge[2]}) against od2 SlicedInference, tiles "
+          f"{args.tile}x{args.tile}, overlap {args.overlap}", flush=True)
     for full_image in (True, False):
         od2_sliced = Detector(model, load_config(config, slice_overrides(args.tile, args.overlap, full_image,
                                                                          args.match_thresh)),
                               info.class_names, info.category_ids, "cpu")
 
         def sahi_predict(image: np.ndarray, full_image: bool = full_image) -> Any:
-            # force_postprocess_type: sahi would switch to NMS by IoU below its LOW_MODEL_CONFIDENCE (0.1)
+            # force_postprocess_type: else sahi switches to NMS by IoU below its LOW_MODEL_CONFIDENCE (0.1)
             return get_sliced_prediction(image, sahi_model, slice_height=args.tile, slice_width=args.tile,
                                          overlap_height_ratio=args.overlap, overlap_width_ratio=args.overlap,
-                                         perform_standard_pred=full_image, postprocess_type="GREEDYNMM",
-                                         postprocess_match_metric="IOS", postprocess_match_threshold=args.match_thresh,
+                                         perform_standard_pred=full_image, postprocess_type=merge[0],
+                                         postprocess_match_metric=merge[1], postprocess_match_threshold=merge[2],
                                          force_postprocess_type=True, verbose=0)
 
         od2_sliced(canvases[0][1])  # warm-up
@@ -200,6 +205,8 @@ def main() -> None:
     parser.add_argument("--out", default="output/sliced_digits")
     parser.add_argument("--sahi", action="store_true", help="also compare with sahi's get_sliced_prediction")
     parser.add_argument("--sahi-path", help="the folder sahi was installed in with pip --target")
+    parser.add_argument("--sahi-merge", choices=["nms", "greedy"], default="nms",
+                        help="sahi's merge: NMS by IoU (its choice at low score thresholds) or GREEDYNMM by IoS")
     parser.add_argument("--no-variants", action="store_true", help="skip the od2 eval variants (with --sahi)")
     args = parser.parse_args()
     out = Path(args.out)
