@@ -93,8 +93,8 @@ class SlicedInference(nn.Module):
     def _window_detections(self, image: torch.Tensor, windows: list[tuple[int, int, int, int]],
                            image_hw: tuple[int, int]) -> list[tuple[torch.Tensor, ...]]:
         """(boxes in the image's pixels, scores, labels, cut) for each (y0, x0, y1, x1) window, in one forward
-        pass; ``cut`` (bool): the box reaches within a view pixel of an edge of its window that lies inside the
-        ``image_hw`` image (a piece of an object the window cuts)."""
+        pass; ``cut`` (bool [N, 4]): which sides (x1, y1, x2, y2) of a box lie within a view pixel of an edge of its
+        window inside the ``image_hw`` image (a piece of an object the window cuts)."""
         views, scales = [], []
         for y0, x0, y1, x1 in windows:
             view_h, view_w = resized_hw(y1 - y0, x1 - x0, self.min_size, self.max_size)
@@ -109,5 +109,5 @@ class SlicedInference(nn.Module):
             inner_edge = torch.tensor([x0 > 0, y0 > 0, x1 < image_hw[1], y1 < image_hw[0]], device=image.device)
             edge = torch.tensor([x0, y0, x1, y1], dtype=torch.float32, device=image.device)
             near = (boxes - edge).abs() <= torch.tensor(scale, device=image.device)
-            parts.append((boxes, output["scores"], output["labels"], (near & inner_edge).any(dim=1)))
+            parts.append((boxes, output["scores"], output["labels"], near & inner_edge))
         return parts

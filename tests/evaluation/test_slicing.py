@@ -86,6 +86,20 @@ def test_greedy_ios_merge_joins_pieces_of_one_object_only():
     assert empty["boxes"].shape == (0, 4) and empty["labels"].shape == (0,)
 
 
+def test_cut_pieces_join_their_whole_but_not_a_low_scored_box_around_them():
+    boxes = torch.tensor([[230.0, 40, 256, 100],   # a piece cut by its tile's right edge, the best score
+                          [230, 40, 300, 100],     # the whole object from the next tile
+                          [200, 10, 256, 130]])    # a low-scored box around the piece, cut there too
+    scores, labels = torch.tensor([0.9, 0.8, 0.3]), torch.tensor([1, 1, 1])
+    cut = torch.tensor([[False, False, True, False], [False] * 4, [False, False, True, False]])
+    merged = greedy_ios_merge(boxes, scores, labels, ios_thresh=0.5, cut=cut, iou_thresh=0.5, max_detections=100)
+    assert merged["boxes"].tolist() == [[230, 40, 300, 100], [200, 10, 256, 130]]
+    assert merged["scores"].tolist() == pytest.approx([0.9, 0.3])
+    # sahi's GREEDYNMM (no cut sides) grows the object's box to the low-scored box around it
+    sahi_like = greedy_ios_merge(boxes, scores, labels, ios_thresh=0.5, max_detections=100)
+    assert sahi_like["boxes"].tolist() == [[200, 10, 300, 130]]
+
+
 @pytest.fixture(scope="module")
 def rectangles_dataset(tmp_path_factory):
     """Two 256 x 640 images of rectangles as a registered COCO dataset (category ids 1..5 for labels 0..4)."""
