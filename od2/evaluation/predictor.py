@@ -43,7 +43,8 @@ def build_test_predictor(cfg: CfgNode, model: nn.Module) -> tuple[nn.Module, tup
             raise ConfigError(f"TEST.SLICE.SIZE must be [height, width] of a tile, got {list(slicing.SIZE)}")
         predictor = SlicedInference(model, tuple(slicing.SIZE), slicing.OVERLAP, full_image=slicing.FULL_IMAGE,
                                     min_size=test_input.MIN_SIZE_TEST, max_size=test_input.MAX_SIZE_TEST,
-                                    ios_thresh=slicing.MATCH_THRESH, max_detections=max_detections,
+                                    ios_thresh=slicing.MATCH_THRESH, iou_thresh=nms_thresh,
+                                    max_detections=max_detections,
                                     size_divisibility=test_input.SIZE_DIVISIBILITY)
         return predictor, (None, test_input.MAX_SIZE_TEST)
     return model, (test_input.MIN_SIZE_TEST, test_input.MAX_SIZE_TEST)

@@ -4,7 +4,8 @@ Objects of a few pixels vanish when a large image (aerial, microscopy, a scan) i
 tile is resized like a test image instead (INPUT.MIN_SIZE_TEST / MAX_SIZE_TEST), so a tile of about the training
 images' size keeps its objects at the scale the model learned. Detections are mapped back to full-image pixels and
 merged by greedy IoS merging (:func:`od2.evaluation.merge.greedy_ios_merge`, sahi's default), which joins the
-pieces of an object cut by a tile's edge.
+pieces of an object cut by a tile's edge; detections that touch no tile edge inside the image are merged only as
+duplicates, by class-wise NMS.
 """
 
 from __future__ import annotations
@@ -48,22 +49,24 @@ class SlicedInference(nn.Module):
         overlap: the share of a tile that neighbouring tiles overlap, in [0, 1) (TEST.SLICE.OVERLAP).
         full_image: also run the whole image at the test size, for objects larger than a tile.
         min_size, max_size: each tile (and the full image) is resized as a test image (INPUT.MIN/MAX_SIZE_TEST).
-        ios_thresh: greedy merging threshold on intersection over the smaller box (TEST.SLICE.MATCH_THRESH).
+        ios_thresh: greedy merging threshold on intersection over the smaller box (TEST.SLICE.MATCH_THRESH), for
+            pieces of an object cut by a tile edge.
+        iou_thresh: class-wise NMS threshold for the other duplicates (MODEL.RETINANET.NMS_THRESH_TEST).
         max_detections: kept per image after merging.
         batch_size: tiles per forward pass.
         size_divisibility: zero padding of a batch of tiles, as the test loader pads.
     """
 
     def __init__(self, model: nn.Module, tile_hw: tuple[int, int], overlap: float, *, full_image: bool,
-                 min_size: int, max_size: int, ios_thresh: float, max_detections: int, batch_size: int = 4,
-                 size_divisibility: int = 32) -> None:
+                 min_size: int, max_size: int, ios_thresh: float, iou_thresh: float, max_detections: int,
+                 batch_size: int = 4, size_divisibility: int = 32) -> None:
         super().__init__()
         if not 0 <= overlap < 1:
             raise ValueError(f"the tile overlap must be in [0, 1), got {overlap}")
         self.model = model
         self.tile_hw, self.overlap, self.full_image = (int(tile_hw[0]), int(tile_hw[1])), overlap, full_image
         self.min_size, self.max_size = min_size, max_size
-        self.ios_thresh, self.max_detections = ios_thresh, max_detections
+        self.ios_thresh, self.iou_thresh, self.max_detections = ios_thresh, iou_thresh, max_detections
         self.batch_size, self.size_divisibility = batch_size, size_divisibility
 
     @property
@@ -81,15 +84,17 @@ class SlicedInference(nn.Module):
                 windows.append((0, 0, height, width))
             parts = []
             for first in range(0, len(windows), self.batch_size):
-                parts += self._window_detections(image, windows[first:first + self.batch_size])
-            boxes, scores, labels = (torch.cat([part[k] for part in parts]) for k in range(3))
-            results.append(greedy_ios_merge(boxes, scores, labels, ios_thresh=self.ios_thresh,
-                                            max_detections=self.max_detections))
+                parts += self._window_detections(image, windows[first:first + self.batch_size], (height, width))
+            boxes, scores, labels, cut = (torch.cat([part[k] for part in parts]) for k in range(4))
+            results.append(greedy_ios_merge(boxes, scores, labels, ios_thresh=self.ios_thresh, cut=cut,
+                                            iou_thresh=self.iou_thresh, max_detections=self.max_detections))
         return results
 
     def _window_detections(self, image: torch.Tensor, windows: list[tuple[int, int, int, int]],
-                           ) -> list[tuple[torch.Tensor, ...]]:
-        """(boxes in the image's pixels, scores, labels) for each (y0, x0, y1, x1) window, in one forward pass."""
+                           image_hw: tuple[int, int]) -> list[tuple[torch.Tensor, ...]]:
+        """(boxes in the image's pixels, scores, labels, cut) for each (y0, x0, y1, x1) window, in one forward
+        pass; ``cut`` (bool [N, 4]): which sides (x1, y1, x2, y2) of a box lie within a view pixel of an edge of its
+        window inside the ``image_hw`` image (a piece of an object the window cuts)."""
         views, scales = [], []
         for y0, x0, y1, x1 in windows:
             view_h, view_w = resized_hw(y1 - y0, x1 - x0, self.min_size, self.max_size)
@@ -98,8 +103,11 @@ class SlicedInference(nn.Module):
         batch, sizes = pad_batch(views, self.size_divisibility)
         outputs = self.model(batch, sizes.to(batch.device))
         parts = []
-        for output, (y0, x0, _, _), scale in zip(outputs, windows, scales):
+        for output, (y0, x0, y1, x1), scale in zip(outputs, windows, scales):
             offset = torch.tensor([x0, y0, x0, y0], dtype=torch.float32, device=image.device)
             boxes = output["boxes"].float() * torch.tensor(scale, device=image.device) + offset
-            parts.append((boxes, output["scores"], output["labels"]))
+            inner_edge = torch.tensor([x0 > 0, y0 > 0, x1 < image_hw[1], y1 < image_hw[0]], device=image.device)
+            edge = torch.tensor([x0, y0, x1, y1], dtype=torch.float32, device=image.device)
+            near = (boxes - edge).abs() <= torch.tensor(scale, device=image.device)
+            parts.append((boxes, output["scores"], output["labels"], near & inner_edge))
         return parts
