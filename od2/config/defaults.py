@@ -139,7 +139,8 @@ DEFAULTS: dict[str, Any] = {
         # Sliced inference in od2 eval (od2.evaluation.slicing): tiles of SIZE (h, w) original-image pixels
         # overlapping by OVERLAP of a tile, each resized as a test image, plus the whole image with FULL_IMAGE,
         # merged by greedy merging on intersection over the smaller box above MATCH_THRESH.
-        "SLICE": {"ENABLED": False, "SIZE": [512, 512], "OVERLAP": 0.2, "FULL_IMAGE": True, "MATCH_THRESH": 0.5},
+        "SLICE": {"ENABLED": False, "SIZE": [512, 512], "OVERLAP": 0.2, "FULL_IMAGE": True, "MATCH_THRESH": 0.5,
+                  "MERGE": "pieces"},  # pieces: join the pieces of objects cut by a tile edge, NMS the rest; nms
     },
     # experiment trackers beside TensorBoard (optional extras: pip install 'od2[mlflow]' / 'od2[wandb]')
     "TRACKERS": [],  # any of mlflow, wandb

@@ -5,9 +5,9 @@ from __future__ import annotations
 
 from torch import nn
 
-from od2.config import CfgNode, ConfigError
+from od2.config import CfgNode, ConfigError, check_choice
 
-from .slicing import SlicedInference
+from .slicing import SLICE_MERGES, SlicedInference
 from .tta import TestTimeAugmentation, tta_max_size
 
 
@@ -41,9 +41,10 @@ def build_test_predictor(cfg: CfgNode, model: nn.Module) -> tuple[nn.Module, tup
     if slicing.ENABLED:
         if len(slicing.SIZE) != 2:
             raise ConfigError(f"TEST.SLICE.SIZE must be [height, width] of a tile, got {list(slicing.SIZE)}")
+        check_choice("TEST.SLICE.MERGE", slicing.MERGE, SLICE_MERGES)
         predictor = SlicedInference(model, tuple(slicing.SIZE), slicing.OVERLAP, full_image=slicing.FULL_IMAGE,
                                     min_size=test_input.MIN_SIZE_TEST, max_size=test_input.MAX_SIZE_TEST,
-                                    ios_thresh=slicing.MATCH_THRESH, iou_thresh=nms_thresh,
+                                    ios_thresh=slicing.MATCH_THRESH, iou_thresh=nms_thresh, merge=slicing.MERGE,
                                     max_detections=max_detections,
                                     size_divisibility=test_input.SIZE_DIVISIBILITY)
         return predictor, (None, test_input.MAX_SIZE_TEST)

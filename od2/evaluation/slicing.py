@@ -15,8 +15,10 @@ from torch import nn
 
 from od2.data.transforms import resized_hw
 
-from .merge import greedy_ios_merge
+from .merge import greedy_ios_merge, nms_merge
 from .tta import pad_batch, resize_chw
+
+SLICE_MERGES = ("pieces", "nms")  # TEST.SLICE.MERGE
 
 
 def tile_starts(length: int, tile: int, overlap: float) -> list[int]:
@@ -52,6 +54,8 @@ class SlicedInference(nn.Module):
         ios_thresh: greedy merging threshold on intersection over the smaller box (TEST.SLICE.MATCH_THRESH), for
             pieces of an object cut by a tile edge.
         iou_thresh: class-wise NMS threshold for the other duplicates (MODEL.RETINANET.NMS_THRESH_TEST).
+        merge: ``pieces`` (TEST.SLICE.MERGE's default): pieces cut by a tile edge joined by IoS, the rest by NMS;
+            ``nms``: class-wise NMS of everything (a cut piece and its whole may both stay).
         max_detections: kept per image after merging.
         batch_size: tiles per forward pass.
         size_divisibility: zero padding of a batch of tiles, as the test loader pads.
@@ -59,10 +63,13 @@ class SlicedInference(nn.Module):
 
     def __init__(self, model: nn.Module, tile_hw: tuple[int, int], overlap: float, *, full_image: bool,
                  min_size: int, max_size: int, ios_thresh: float, iou_thresh: float, max_detections: int,
-                 batch_size: int = 4, size_divisibility: int = 32) -> None:
+                 merge: str = "pieces", batch_size: int = 4, size_divisibility: int = 32) -> None:
         super().__init__()
         if not 0 <= overlap < 1:
             raise ValueError(f"the tile overlap must be in [0, 1), got {overlap}")
+        if merge not in SLICE_MERGES:
+            raise ValueError(f"merge must be one of {SLICE_MERGES}, got {merge!r}")
+        self.merge = merge
         self.model = model
         self.tile_hw, self.overlap, self.full_image = (int(tile_hw[0]), int(tile_hw[1])), overlap, full_image
         self.min_size, self.max_size = min_size, max_size
@@ -86,8 +93,12 @@ class SlicedInference(nn.Module):
             for first in range(0, len(windows), self.batch_size):
                 parts += self._window_detections(image, windows[first:first + self.batch_size], (height, width))
             boxes, scores, labels, cut = (torch.cat([part[k] for part in parts]) for k in range(4))
-            results.append(greedy_ios_merge(boxes, scores, labels, ios_thresh=self.ios_thresh, cut=cut,
-                                            iou_thresh=self.iou_thresh, max_detections=self.max_detections))
+            if self.merge == "nms":
+                results.append(nms_merge(boxes, scores, labels, iou_thresh=self.iou_thresh,
+                                         max_detections=self.max_detections))
+            else:
+                results.append(greedy_ios_merge(boxes, scores, labels, ios_thresh=self.ios_thresh, cut=cut,
+                                                iou_thresh=self.iou_thresh, max_detections=self.max_detections))
         return results
 
     def _window_detections(self, image: torch.Tensor, windows: list[tuple[int, int, int, int]],

@@ -9,10 +9,11 @@ import torch
 from PIL import Image
 from rectangles import RectangleDetector, as_batch, draw_rectangles
 
-from od2.config import load_config
+from od2.config import ConfigError, load_config
 from od2.data.catalog import register_coco_instances
 from od2.evaluation.evaluate import evaluate_model
 from od2.evaluation.merge import greedy_ios_merge
+from od2.evaluation.predictor import build_test_predictor
 from od2.evaluation.slicing import SlicedInference, tile_starts, tile_windows
 
 # 256 x 640 image, 256 x 256 tiles overlapping by a quarter: tiles at x = 0, 192, 384 (seams at 256 and 448)
@@ -42,6 +43,24 @@ def test_rectangles_across_tile_seams_come_back_once_in_full_image_pixels(full_i
     result = model(images, sizes)[0]
     found = sorted(zip(result["boxes"].tolist(), result["labels"].tolist()))
     assert found == sorted(([float(v) for v in box], label) for box, label in zip(RECTANGLES, LABELS))
+
+
+def test_nms_merge_keeps_the_pieces_of_an_object_cut_by_a_seam():
+    """TEST.SLICE.MERGE=nms: class-wise NMS alone; a tile's piece of a rectangle across a seam overlaps the whole
+    rectangle another tile sees by less than the NMS threshold, so both stay, where the default merge joins them."""
+    images, sizes = as_batch(draw_rectangles(256, 640, RECTANGLES, LABELS))
+    kwargs = dict(full_image=False, min_size=256, max_size=640, ios_thresh=0.5, iou_thresh=0.5, max_detections=100)
+    pieces = SlicedInference(RectangleDetector(), (256, 256), 0.25, **kwargs)(images, sizes)[0]
+    nms = SlicedInference(RectangleDetector(), (256, 256), 0.25, merge="nms", **kwargs)(images, sizes)[0]
+    across_seam = sorted(box for box, label in zip(nms["boxes"].tolist(), nms["labels"].tolist()) if label == 1)
+    # the first tile ends at x = 256 and sees a piece; the second (x from 192) sees the whole; IoU 0.37 < 0.5
+    assert across_seam == [[230.0, 40.0, 256.0, 100.0], [230.0, 40.0, 300.0, 100.0]]
+    assert len(pieces["boxes"]) == len(RECTANGLES)
+    with pytest.raises(ValueError, match="merge"):
+        SlicedInference(RectangleDetector(), (256, 256), 0.25, merge="union", **kwargs)
+    with pytest.raises(ConfigError, match="TEST.SLICE.MERGE"):
+        build_test_predictor(load_config(None, ["TEST.SLICE.ENABLED=True", "TEST.SLICE.MERGE=union"]),
+                             RectangleDetector())
 
 
 class FixedDetections(torch.nn.Module):
