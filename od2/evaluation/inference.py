@@ -68,7 +68,8 @@ def run_inference(model: torch.nn.Module, loader, device: torch.device, category
             continue
         sync(device)
         start = time.perf_counter()
-        images, image_sizes = batch["images"].to(device, non_blocking=True), batch["image_sizes"].to(device)
+        images = batch["images"].to(device, non_blocking=True)  # asynchronous from a pinned batch
+        image_sizes = batch["image_sizes"].to(device, non_blocking=True)
         if losses:
             raw = model.raw_outputs(model.normalize(images))
             outputs = model.postprocess(*raw, image_sizes)

@@ -216,7 +216,8 @@ def predict_images(
             summary.skipped.append(f"{images[index][0]}: {reason}")
         if not batch["index"]:
             continue
-        outputs = model(batch["images"].to(device), batch["image_sizes"].to(device))
+        outputs = model(batch["images"].to(device, non_blocking=True),
+                        batch["image_sizes"].to(device, non_blocking=True))
         for i, output in enumerate(outputs):
             index = batch["index"][i]
             (h, w), (height, width) = batch["image_sizes"][i].tolist(), batch["orig_sizes"][i].tolist()
