@@ -61,9 +61,10 @@ class RetinaNet(nn.Module):
     def compile_inference(self, mode: str, canvas: tuple[int, int] | None = None) -> None:
         """Run :meth:`inference` through ``torch.compile(self.inference_padded, mode=mode)`` from now on (``mode``:
         torch.compile's, e.g. ``"reduce-overhead"`` for CUDA graphs). The graph is specialised to the input's
-        shape: with ``canvas`` (H, W), smaller batches are zero-padded bottom/right to it first (the detections do
-        not change: boxes are clipped to ``image_sizes``), so that every caller's images share one graph. Compiling
-        again with the same settings keeps the compiled function."""
+        shape: with ``canvas`` (H, W), smaller batches are zero-padded bottom/right to it first, so that every
+        caller's images share one graph (the detections are then those of the eager model on the padded batch,
+        which differ from a tighter padding's as any batch padding does: near the bottom/right edges the convs see
+        the padding). Compiling again with the same settings keeps the compiled function."""
         if getattr(self.compiled_inference, "od2_settings", None) != (mode, canvas):
             compiled = torch.compile(self.inference_padded, mode=mode, fullgraph=True, dynamic=False)
             compiled.od2_settings = (mode, canvas)
