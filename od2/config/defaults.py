@@ -96,6 +96,9 @@ DEFAULTS: dict[str, Any] = {
         "ASPECT_RATIO_GROUPING": True,
         "BAD_IMAGES": "skip",  # skip | error: what the integrity check and the loaders do with an unreadable image
         "MAX_BAD_IMAGE_SHARE": 0.1,  # more bad images than this share of a dataset stops loading with a report
+        # page-locked batches for fast, non-blocking host-to-device copies: auto (on when MODEL.DEVICE is cuda),
+        # always, never
+        "PIN_MEMORY": "auto",
     },
     "SOLVER": {
         "IMS_PER_BATCH": 4,
@@ -122,6 +125,9 @@ DEFAULTS: dict[str, Any] = {
         "IMS_PER_BATCH": 1,
         # CPU inference by Winograd F(4x4, 3x3) (od2.layers.winograd.convert_to_winograd) in od2 eval / predict
         "WINOGRAD": False,
+        # torch.compile mode of the inference model ("" off, default, reduce-overhead = CUDA graphs, max-autotune);
+        # the test loader then pads every batch to one square canvas of INPUT.MAX_SIZE_TEST (docs/performance.md)
+        "COMPILE": "",
         # Score threshold of the evaluation's confusion matrix (eval/confusion_matrix.*): od2 predict's default
         "CONFUSION_SCORE_THRESH": 0.3,
         # model_best.pth keeps the weights of the evaluation with the best value of this coco_summary.json key

@@ -208,11 +208,13 @@ def padded_size(image_sizes: Sequence[tuple[int, int]], size_divisibility: int) 
     return max_h, max_w
 
 
-def collate_batch(samples: Sequence[dict[str, Any]], size_divisibility: int = 32) -> dict[str, Any]:
+def collate_batch(samples: Sequence[dict[str, Any]], size_divisibility: int = 32,
+                  canvas: tuple[int, int] | None = None) -> dict[str, Any]:
     """Stack dataset items into the batch dict of docs/architecture.md.
 
     Images are zero-padded bottom/right to the batch's largest (h, w), each rounded up to a multiple of
-    ``size_divisibility`` (no rounding if it is 0 or 1).
+    ``size_divisibility`` (no rounding if it is 0 or 1), or to at least ``canvas`` (H, W) when given, so that
+    every batch of a compiled model has one shape.
 
     Returns:
         images uint8 [B, 3, H, W], image_sizes int64 [B, 2] (h, w), boxes list of float32 [Ni, 4],
@@ -222,6 +224,8 @@ def collate_batch(samples: Sequence[dict[str, Any]], size_divisibility: int = 32
         raise ValueError("cannot collate an empty batch")
     image_sizes = torch.tensor([s["image_size"] for s in samples], dtype=torch.int64)
     max_h, max_w = padded_size([s["image_size"] for s in samples], size_divisibility)
+    if canvas is not None:
+        max_h, max_w = max(max_h, canvas[0]), max(max_w, canvas[1])
     images = torch.zeros((len(samples), 3, max_h, max_w), dtype=torch.uint8)
     for i, s in enumerate(samples):
         h, w = s["image_size"]
@@ -236,13 +240,14 @@ def collate_batch(samples: Sequence[dict[str, Any]], size_divisibility: int = 32
     }
 
 
-def collate_test_batch(items: Sequence[dict[str, Any]], size_divisibility: int = 32) -> dict[str, Any]:
+def collate_test_batch(items: Sequence[dict[str, Any]], size_divisibility: int = 32,
+                       canvas: tuple[int, int] | None = None) -> dict[str, Any]:
     """``collate_batch`` of the test items whose image decoded, plus ``skipped_images``: one dict per skipped item
     (image_id, file_name, reason). A batch whose every image was skipped holds zero images ([0, 3, 0, 0])."""
     kept = [it for it in items if not it.get("skipped")]
     skipped = [{k: it[k] for k in ("image_id", "file_name", "reason")} for it in items if it.get("skipped")]
     if kept:
-        return {**collate_batch(kept, size_divisibility), "skipped_images": skipped}
+        return {**collate_batch(kept, size_divisibility, canvas), "skipped_images": skipped}
     no_sizes = torch.zeros((0, 2), dtype=torch.int64)
     return {"images": torch.zeros((0, 3, 0, 0), dtype=torch.uint8), "image_sizes": no_sizes, "boxes": [], "labels": [],
             "image_ids": [], "orig_sizes": no_sizes.clone(), "skipped_images": skipped}
@@ -385,9 +390,13 @@ def build_test_loader(
     size_divisibility: int = 32,
     bad_images: str = "skip",
     max_pixels: int | None = DEFAULT_MAX_IMAGE_PIXELS,
+    canvas: tuple[int, int] | None = None,
+    pin_memory: bool = False,
 ) -> DataLoader:
     """Sequential loader over this rank's shard ``records[rank::world_size]``, resized with (min_size, max_size);
-    ``min_size=None`` keeps the original sizes (sliced inference cuts tiles from the original pixels).
+    ``min_size=None`` keeps the original sizes (sliced inference cuts tiles from the original pixels). ``canvas``:
+    every batch padded to at least this (H, W) (see ``collate_batch``); ``pin_memory``: batches in page-locked
+    memory, for non-blocking copies to a GPU.
 
     Every box (crowd included) is kept; nothing is random. Images that fail to decode are left out of their batch
     and listed in its ``skipped_images`` (``bad_images="skip"``, see ``collate_test_batch``) or raise (``error``).
@@ -396,8 +405,8 @@ def build_test_loader(
         raise ValueError(f"need 0 <= rank < world_size, got rank={rank}, world_size={world_size}")
     dataset = DetectionDataset(records[rank::world_size], resize_for_test(min_size, max_size), is_train=False,
                                bad_images=bad_images, max_pixels=max_pixels)
-    collate = functools.partial(collate_test_batch, size_divisibility=size_divisibility)
-    return _data_loader(dataset, num_workers, collate, batch_size=batch_size, shuffle=False)
+    collate = functools.partial(collate_test_batch, size_divisibility=size_divisibility, canvas=canvas)
+    return _data_loader(dataset, num_workers, collate, batch_size=batch_size, shuffle=False, pin_memory=pin_memory)
 
 
 def stitcher_seed(seed: int) -> int:

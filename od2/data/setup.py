@@ -7,7 +7,10 @@ from collections import Counter
 from collections.abc import Mapping
 from dataclasses import replace
 
-from od2.config import CfgNode, ConfigError
+import torch
+
+from od2.config import CfgNode, ConfigError, check_choice
+from od2.modeling.build import fixed_test_canvas
 from od2.utils import comm as dist
 
 from .catalog import DatasetNotFoundError, get_dataset
@@ -17,6 +20,8 @@ from .loader import build_test_loader, build_train_loader, stitcher_seed
 from .records import DatasetInfo
 
 logger = logging.getLogger(__name__)
+
+PIN_MEMORY_CHOICES = ("auto", "always", "never")
 
 
 def load_datasets(names: list[str], cfg: CfgNode, key: str = "DATASETS.TRAIN") -> DatasetInfo:
@@ -109,17 +114,35 @@ def build_train_loader_from_cfg(cfg: CfgNode, records: list[dict], start_iter: i
         group_by_aspect_ratio=cfg.DATALOADER.ASPECT_RATIO_GROUPING,
         skip_crowd=cfg.DATASETS.SKIP_CROWD_DURING_TRAINING, dataprocess=cfg.INPUT.DATAPROCESS,
         stitch_prob=0.0 if mosaic else cfg.INPUT.STITCH, mosaic=mosaic, bad_images=cfg.DATALOADER.BAD_IMAGES,
-        max_pixels=cfg.INPUT.MAX_IMAGE_PIXELS,
+        max_pixels=cfg.INPUT.MAX_IMAGE_PIXELS, pin_memory=pin_memory_from_cfg(cfg),
     )
 
 
 def build_test_loader_from_cfg(cfg: CfgNode, records: list[dict], resize: tuple[int | None, int] | None = None):
     """This rank's share of ``records``, resized to INPUT.MIN_SIZE_TEST / MAX_SIZE_TEST, in order; ``resize``
-    (min_size or None for the original size, max_size) replaces those two keys."""
+    (min_size or None for the original size, max_size) replaces those two keys.
+
+    With TEST.COMPILE every batch is padded to one square canvas (:func:`od2.modeling.build.fixed_test_canvas`),
+    the one the compiled model is specialised to; DATALOADER.PIN_MEMORY decides page-locked batches
+    (:func:`pin_memory_from_cfg`)."""
     min_size, max_size = resize or (cfg.INPUT.MIN_SIZE_TEST, cfg.INPUT.MAX_SIZE_TEST)
+    canvas = fixed_test_canvas(max_size, cfg.INPUT.SIZE_DIVISIBILITY) if cfg.TEST.COMPILE and min_size else None
     return build_test_loader(
         records, min_size=min_size, max_size=max_size,
         batch_size=cfg.TEST.IMS_PER_BATCH, num_workers=cfg.DATALOADER.NUM_WORKERS, rank=dist.get_rank(),
         world_size=dist.get_world_size(), size_divisibility=cfg.INPUT.SIZE_DIVISIBILITY,
-        bad_images=cfg.DATALOADER.BAD_IMAGES, max_pixels=cfg.INPUT.MAX_IMAGE_PIXELS,
+        bad_images=cfg.DATALOADER.BAD_IMAGES, max_pixels=cfg.INPUT.MAX_IMAGE_PIXELS, canvas=canvas,
+        pin_memory=pin_memory_from_cfg(cfg),
     )
+
+
+
+def pin_memory_from_cfg(cfg: CfgNode) -> bool:
+    """DATALOADER.PIN_MEMORY: ``always``, ``never``, or ``auto``: when MODEL.DEVICE is (or ``auto`` resolves to)
+    a CUDA device, where page-locked batches make the host-to-device copies asynchronous."""
+    value = cfg.DATALOADER.PIN_MEMORY
+    check_choice("DATALOADER.PIN_MEMORY", value, list(PIN_MEMORY_CHOICES))
+    if value == "auto":
+        device = cfg.MODEL.DEVICE
+        return torch.cuda.is_available() and (device == "auto" or device.startswith("cuda"))
+    return value == "always"

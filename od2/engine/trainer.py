@@ -294,8 +294,8 @@ class Trainer:
         floats). A non-finite loss raises :class:`NonFiniteLossError` before anything changed. Adds the batch's
         ``skipped_images`` of all ranks to :attr:`skipped_images` (in the same collective as the losses)."""
         images = batch["images"].to(self.device, non_blocking=True)
-        targets = {"boxes": [b.to(self.device) for b in batch["boxes"]],
-                   "labels": [lab.to(self.device) for lab in batch["labels"]]}
+        targets = {"boxes": [b.to(self.device, non_blocking=True) for b in batch["boxes"]],
+                   "labels": [lab.to(self.device, non_blocking=True) for lab in batch["labels"]]}
         with torch.autocast(self.device.type, dtype=self.amp_dtype, enabled=self.amp_dtype is not None):
             loss_dict = self.model(images, batch["image_sizes"], targets)
         loss_dict = {k: v.float() for k, v in loss_dict.items()}  # fp32 whatever the autocast dtype

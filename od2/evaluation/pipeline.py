@@ -86,8 +86,8 @@ class InferencePipeline:
         ``images``: the original images to keep with the detections (for ``Detections.draw``). With ``losses``
         (needs :attr:`computes_losses`), the training losses against the batch's boxes come from the same forward,
         in eval mode."""
-        pixels = batch["images"].to(self.device, non_blocking=True)
-        image_sizes = batch["image_sizes"].to(self.device)
+        pixels = batch["images"].to(self.device, non_blocking=True)  # asynchronous from a pinned batch
+        image_sizes = batch["image_sizes"].to(self.device, non_blocking=True)
         batch_losses = None
         if losses:
             if not self.computes_losses:

@@ -66,10 +66,13 @@ class AnchorGenerator(nn.Module):
     def forward(self, feature_sizes: list[tuple[int, int]], device: torch.device) -> list[torch.Tensor]:
         """Per level, float32 [h * w * A, 4] anchors for feature maps of the given (h, w) sizes.
 
-        The most recent ``CACHE_SIZE`` input sizes are cached (test images come in many sizes), except while
-        tracing for export, where the grid must be computed from the traced sizes.
+        The most recent ``CACHE_SIZE`` (sizes, device) pairs are cached (test images come in many sizes), each grid
+        made on its device (no host-to-device copy after the first call), except while tracing for export, where
+        the grid must be computed from the traced sizes, and inside ``torch.compile``, whose graph computes it once
+        per compiled shape (a cache mutated inside the compiled region would break the graph).
         """
-        if torch.jit.is_tracing():  # a cached grid would enter an exported graph as a constant of one size
+        if torch.jit.is_tracing() or torch.compiler.is_compiling():
+            # tracing: a cached grid would enter an exported graph as a constant of one size
             return [self._grid(size, stride, cell.to(device), self.offset)
                     for size, stride, cell in zip(feature_sizes, self.strides, self.cells)]
         key = (tuple(feature_sizes), str(device))

@@ -206,10 +206,30 @@ def build_model(cfg: CfgNode, num_classes: int) -> RetinaNet:
     return model.to(memory_format=model.memory_format)
 
 
+COMPILE_MODES = ["", "default", "reduce-overhead", "max-autotune"]
+
+
 def convert_for_inference(model: nn.Module, cfg: CfgNode) -> nn.Module:
     """``model``, converted in place to run the inference speed-ups that the config's test-time keys ask for
-    (TEST.WINOGRAD: :func:`od2.layers.winograd.convert_to_winograd`). Conversions keep the state_dict and compute
-    training, GPU and export passes exactly as before."""
+    (TEST.WINOGRAD: :func:`od2.layers.winograd.convert_to_winograd`; TEST.COMPILE: the model's
+    ``compile_inference(mode, canvas)``, :meth:`RetinaNet.compile_inference`, on the :func:`fixed_test_canvas`
+    of INPUT.MAX_SIZE_TEST). Conversions keep the state_dict and compute
+    training, GPU and export passes exactly as before; compiled inference gives the eager detections within
+    floating-point tolerance. Converting again is a no-op."""
+    check_choice("TEST.COMPILE", cfg.TEST.COMPILE, COMPILE_MODES)
     if cfg.TEST.WINOGRAD:
         convert_to_winograd(model)
+    if cfg.TEST.COMPILE:
+        if not hasattr(model, "compile_inference"):
+            raise ConfigError(f"TEST.COMPILE={cfg.TEST.COMPILE!r}: {type(model).__name__} has no compiled inference "
+                              "path (compile_inference); set TEST.COMPILE to \"\"")
+        model.compile_inference(cfg.TEST.COMPILE, fixed_test_canvas(cfg.INPUT.MAX_SIZE_TEST,
+                                                                    cfg.INPUT.SIZE_DIVISIBILITY))
     return model
+
+
+def fixed_test_canvas(max_size: int, size_divisibility: int) -> tuple[int, int]:
+    """(H, W) of the one canvas that holds every test image resized to a long side of at most ``max_size``, in
+    either orientation: ``max_size`` rounded up to a multiple of ``size_divisibility`` (if > 1), on both sides."""
+    side = -(-max_size // size_divisibility) * size_divisibility if size_divisibility > 1 else max_size
+    return side, side

@@ -3,6 +3,13 @@
 Original-spec §3.9: per level keep the ``topk`` highest of the A*K sigmoid scores, drop those below
 ``score_thresh``, decode and clip to the image, concatenate levels, class-wise NMS at ``nms_thresh``,
 keep the best ``max_detections``. All images of a batch go through one batched NMS call.
+
+Two implementations give the same detections. :func:`detect_flat` (the CPU path and the ONNX export) keeps only
+the candidates above the threshold and calls torchvision's ``batched_nms``: shapes depend on the data, which costs
+nothing on the CPU. :func:`detect_padded` (GPUs, ``torch.compile``, CUDA graphs) never leaves the device: every
+tensor has a shape fixed by the input's, candidates below the threshold score ``-inf`` instead of being dropped,
+and the greedy NMS is computed as the fixed point of Cluster-NMS (Zheng et al. 2020) on the ``[B, C, C]``
+suppression matrix; one host sync at the very end (:func:`unpad`) turns its padded ``[B, D]`` output into lists.
 """
 
 from __future__ import annotations
@@ -14,6 +21,11 @@ from torchvision.ops import batched_nms
 from .box_coder import BoxCoder
 
 CHUNK = 1 << 20
+
+# Cluster-NMS rounds of detect_padded: a round resolves one more link of the longest chain of suppressions. The
+# trained digits model's test images needed at most 8 (7 and one that confirms the fixed point); a batch whose
+# last round still changed something is redone through detect_flat (RetinaNet.postprocess), so results stay exact.
+NMS_ROUNDS = 16
 
 
 def chunked_topk(values: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -107,3 +119,77 @@ def detect_flat(logits: list[torch.Tensor], deltas: list[torch.Tensor], anchors:
     order = (images_kept * (keep.shape[0] + 1) + position).argsort()
     keep = keep[order]
     return {"boxes": boxes[keep], "scores": scores[keep], "labels": labels[keep], "image_index": images[keep]}
+
+
+def detect_padded(logits: list[torch.Tensor], deltas: list[torch.Tensor], anchors: list[torch.Tensor],
+                  image_sizes: torch.Tensor, box_coder: BoxCoder, *, score_thresh: float, topk: int,
+                  nms_thresh: float, max_detections: int, rounds: int = NMS_ROUNDS) -> dict[str, torch.Tensor]:
+    """:func:`detect_flat`'s detections with no host sync: every shape follows from the inputs' shapes, so the
+    whole function runs on the device, under ``torch.compile(fullgraph=True)`` and in a CUDA graph.
+
+    Per level the ``topk`` best logits of each image are candidates; those scoring at most ``score_thresh`` get
+    the score ``-inf`` instead of being dropped. The C candidates of an image (C = the levels' top-k summed) are
+    sorted by score, and the class-wise greedy NMS is the fixed point of Cluster-NMS: ``keep[j]`` is true when no
+    kept candidate before j in score order, of the same class, overlaps j by IoU > ``nms_thresh``. Starting from
+    every valid candidate, each of ``rounds`` rounds recomputes ``keep`` from the last; the fixed point (reached
+    after at most as many rounds as the longest chain of suppressions, a few on real outputs) is greedy NMS.
+    Memory: the [B, C, C] suppression matrix, 25 MB of bools per image at C = 5000.
+
+    Args: as :func:`detect`; ``rounds``: Cluster-NMS iterations.
+    Returns:
+        dict(boxes float [B, D, 4], scores float [B, D], labels int64 [B, D], count int64 [B], converged bool []),
+        D = min(max_detections, C): each image's detections sorted by decreasing score in its first ``count``
+        rows (scores ``-inf`` after them); ``converged`` is false when the last round still changed ``keep``
+        (the detections may then keep boxes greedy NMS removes: :func:`unpad` says so).
+    """
+    num_classes = logits[0].shape[-1]
+    level_boxes, level_scores, level_labels = [], [], []
+    for level_logits, level_deltas, level_anchors in zip(logits, deltas, anchors):
+        top_logits, top_idx = chunked_topk(level_logits.detach().flatten(1), topk)  # [B, k]
+        top_scores = top_logits.float().sigmoid()
+        level_scores.append(top_scores.masked_fill(top_scores <= score_thresh, float("-inf")))
+        anchor_idx = torch.div(top_idx, num_classes, rounding_mode="floor")
+        picked = level_deltas.detach().gather(1, anchor_idx[..., None].expand(-1, -1, 4))  # [B, k, 4]
+        level_boxes.append(box_coder.decode(level_anchors[anchor_idx], picked))
+        level_labels.append(top_idx % num_classes)
+    scores, order = torch.cat(level_scores, dim=1).sort(dim=1, descending=True, stable=True)  # [B, C]
+    boxes = torch.cat(level_boxes, dim=1).gather(1, order[..., None].expand(-1, -1, 4))  # [B, C, 4]
+    labels = torch.cat(level_labels, dim=1).gather(1, order)
+    limits = image_sizes.to(boxes.device, boxes.dtype).flip(-1).repeat(1, 2)[:, None]  # [B, 1, 4] as (w, h, w, h)
+    boxes = boxes.clamp(min=0).minimum(limits)
+    valid = scores > float("-inf")
+    suppresses = _suppression_matrix(boxes, labels, nms_thresh)  # [B, C, C]
+    keep, converged = valid, torch.ones((), dtype=torch.bool, device=valid.device)
+    for _ in range(rounds):
+        new_keep = valid & ~(suppresses & keep[:, :, None]).any(dim=1)
+        converged = (new_keep == keep).all()
+        keep = new_keep
+    top_scores, pick = scores.masked_fill(~keep, float("-inf")).topk(min(max_detections, scores.shape[1]), dim=1)
+    return {"boxes": boxes.gather(1, pick[..., None].expand(-1, -1, 4)), "scores": top_scores,
+            "labels": labels.gather(1, pick), "count": (top_scores > float("-inf")).sum(dim=1),
+            "converged": converged}
+
+
+def _suppression_matrix(boxes: torch.Tensor, labels: torch.Tensor, iou_thresh: float) -> torch.Tensor:
+    """bool [B, C, C]: ``[b, i, j]`` when candidate i comes before j (i < j) in the same class and their IoU
+    exceeds ``iou_thresh``, computed as torchvision's NMS kernels compute it (so that the same pairs suppress)."""
+    x1, y1, x2, y2 = boxes.unbind(-1)  # [B, C] each
+    areas = (x2 - x1) * (y2 - y1)
+    width = (x2[:, :, None].minimum(x2[:, None]) - x1[:, :, None].maximum(x1[:, None])).clamp(min=0)
+    height = (y2[:, :, None].minimum(y2[:, None]) - y1[:, :, None].maximum(y1[:, None])).clamp(min=0)
+    inter = width * height
+    iou = inter / (areas[:, :, None] + areas[:, None] - inter)
+    count = boxes.shape[1]
+    later = torch.ones(count, count, dtype=torch.bool, device=boxes.device).triu(1)
+    return (iou > iou_thresh) & (labels[:, :, None] == labels[:, None]) & later
+
+
+def unpad(padded: dict[str, torch.Tensor]) -> list[dict[str, torch.Tensor]] | None:
+    """:func:`detect_padded`'s output -> per image dict(boxes [M, 4], scores [M], labels [M]) (copies, so that a
+    CUDA graph's next replay cannot overwrite them), with the one host sync of the path; None when its NMS had not
+    converged (the caller then takes :func:`detect_flat`)."""
+    flags = torch.cat([padded["count"], padded["converged"].long()[None]]).tolist()
+    if not flags[-1]:
+        return None
+    return [{key: padded[key][i, :count].clone() for key in ("boxes", "scores", "labels")}
+            for i, count in enumerate(flags[:-1])]

@@ -14,7 +14,7 @@ from .anchors import AnchorGenerator
 from .box_coder import BoxCoder
 from .losses import box_losses, dense_focal_loss_sum
 from .matcher import NEGATIVE, POSITIVE, Matcher, batched_box_iou, pad_boxes
-from .postprocess import detect, detect_flat
+from .postprocess import detect, detect_flat, detect_padded, unpad
 from .retinanet_head import RetinaNetHead
 
 
@@ -56,6 +56,19 @@ class RetinaNet(nn.Module):
         self.nms_thresh, self.max_detections = nms_thresh, max_detections
         self.memory_format = torch.channels_last if channels_last else torch.contiguous_format
         self.small_box_area = small_box_area
+        self.compiled_inference = None  # compile_inference() sets it
+
+    def compile_inference(self, mode: str, canvas: tuple[int, int] | None = None) -> None:
+        """Run :meth:`inference` through ``torch.compile(self.inference_padded, mode=mode)`` from now on (``mode``:
+        torch.compile's, e.g. ``"reduce-overhead"`` for CUDA graphs). The graph is specialised to the input's
+        shape: with ``canvas`` (H, W), smaller batches are zero-padded bottom/right to it first, so that every
+        caller's images share one graph (the detections are then those of the eager model on the padded batch,
+        which differ from a tighter padding's as any batch padding does: near the bottom/right edges the convs see
+        the padding). Compiling again with the same settings keeps the compiled function."""
+        if getattr(self.compiled_inference, "od2_settings", None) != (mode, canvas):
+            compiled = torch.compile(self.inference_padded, mode=mode, fullgraph=True, dynamic=False)
+            compiled.od2_settings = (mode, canvas)
+            self.compiled_inference = compiled
 
     @property
     def num_classes(self) -> int:
@@ -90,15 +103,42 @@ class RetinaNet(nn.Module):
     def inference(self, images: torch.Tensor, image_sizes: torch.Tensor) -> list[dict[str, torch.Tensor]]:
         """Detections for uint8 ``images`` [B, 3, H, W] whose content is ``image_sizes`` int [B, 2] (h, w): per
         image ``dict(boxes float [M, 4] XYXY in the pixels of images, scores [M], labels int64 [M])``, sorted by
-        decreasing score, M <= ``max_detections``."""
+        decreasing score, M <= ``max_detections``.
+
+        After :meth:`compile_inference`, the compiled :meth:`inference_padded`; otherwise :meth:`postprocess`."""
+        if self.compiled_inference is not None and not torch.jit.is_tracing():
+            canvas = self.compiled_inference.od2_settings[1]
+            if canvas is not None:
+                images = nn.functional.pad(images, (0, max(canvas[1] - images.shape[-1], 0),
+                                                    0, max(canvas[0] - images.shape[-2], 0)))
+            detections = unpad(self.compiled_inference(images, image_sizes))
+            if detections is not None:
+                return detections
         return self.postprocess(*self.raw_outputs(self.normalize(images)), image_sizes)
 
     def postprocess(self, logits: list[torch.Tensor], deltas: list[torch.Tensor], anchors: list[torch.Tensor],
                     image_sizes: torch.Tensor) -> list[dict[str, torch.Tensor]]:
         """:meth:`inference`'s detections from :meth:`raw_outputs` (which :meth:`losses` also takes, so that an
-        evaluation can compute both from one forward)."""
-        return detect(logits, deltas, anchors, image_sizes, self.box_coder, score_thresh=self.score_thresh,
-                      topk=self.topk_candidates, nms_thresh=self.nms_thresh, max_detections=self.max_detections)
+        evaluation can compute both from one forward). On the CPU (and while tracing for export), through
+        :func:`~od2.modeling.postprocess.detect_flat`, which drops low scores early; on other devices through
+        :func:`~od2.modeling.postprocess.detect_padded`, whose only host sync is the final split into images.
+        Both give the same detections."""
+        settings = {"score_thresh": self.score_thresh, "topk": self.topk_candidates, "nms_thresh": self.nms_thresh,
+                    "max_detections": self.max_detections}
+        if logits[0].device.type != "cpu" and not torch.jit.is_tracing():
+            detections = unpad(detect_padded(logits, deltas, anchors, image_sizes, self.box_coder, **settings))
+            if detections is not None:
+                return detections
+        return detect(logits, deltas, anchors, image_sizes, self.box_coder, **settings)
+
+    def inference_padded(self, images: torch.Tensor, image_sizes: torch.Tensor) -> dict[str, torch.Tensor]:
+        """:meth:`inference`'s detections in the padded form of
+        :func:`~od2.modeling.postprocess.detect_padded` (boxes [B, D, 4], scores [B, D], labels [B, D], count [B],
+        converged []), computed without a host sync: what ``torch.compile`` and CUDA graphs capture."""
+        logits, deltas, anchors = self.raw_outputs(self.normalize(images))
+        return detect_padded(logits, deltas, anchors, image_sizes, self.box_coder, score_thresh=self.score_thresh,
+                             topk=self.topk_candidates, nms_thresh=self.nms_thresh,
+                             max_detections=self.max_detections)
 
     def inference_flat(self, images: torch.Tensor, image_sizes: torch.Tensor) -> dict[str, torch.Tensor]:
         """:meth:`inference`'s detections as flat tensors with ``image_index`` int64 [N] (see
