@@ -163,11 +163,12 @@ def markdown_section(rows: list[Row], iters: int, command: str = "od2 bench") ->
     ])
 
 
-def write_section(path: str | Path, section: str) -> Path:
-    """Put ``section`` into ``path`` in place of the previous one between the markers, or append it."""
+def write_section(path: str | Path, section: str, begin: str = BEGIN, end: str = END) -> Path:
+    """Put ``section`` into ``path`` in place of the previous one between the markers ``begin`` and ``end`` (those
+    of `od2 bench` by default; benchmarks/gpu.sh has its own), or append it."""
     path = Path(path)
     text = path.read_text(encoding="utf-8") if path.is_file() else "# Benchmarks\n"
-    pattern = re.compile(re.escape(BEGIN) + ".*?" + re.escape(END), re.DOTALL)
+    pattern = re.compile(re.escape(begin) + ".*?" + re.escape(end), re.DOTALL)
     if pattern.search(text):
         text = pattern.sub(lambda _: section, text, count=1)
     else:

@@ -28,6 +28,10 @@ DEFAULTS: dict[str, Any] = {
         "PIXEL_MEAN": [],
         "PIXEL_STD": [],
         "CHANNELS_LAST": True,
+        # torch.compile of the training forward of backbone, neck and head (od2.engine.compile): "" (off),
+        # default, max-autotune or max-autotune-no-cudagraphs; COMPILE_BACKEND: a torch.compile backend
+        "COMPILE": "",
+        "COMPILE_BACKEND": "inductor",
         "EMA": {
             "ENABLED": False,
             "DECAY": 0.9998,

@@ -16,6 +16,8 @@ for evaluations (TEST.EVAL_PERIOD > 0 and DATASETS.TEST) is a ValueError.
 ``SOLVER.AMP`` runs the forward under ``torch.autocast`` (bf16, or fp16 with a ``GradScaler`` that unscales
 before clipping and skips steps with non-finite gradients); the loss values are fp32 either way.
 ``MODEL.EMA.ENABLED`` keeps an EMA of the weights (:mod:`od2.engine.ema`) that the evaluations use.
+``MODEL.COMPILE`` runs the training forward of backbone, neck and head through ``torch.compile``
+(:mod:`od2.engine.compile`: in place, after the DDP wrap and the EMA copy; state_dict keys unchanged).
 """
 
 from __future__ import annotations
@@ -46,6 +48,7 @@ from .checkpoint import (
     save_training_checkpoint,
     set_rng_state,
 )
+from .compile import compile_for_training, compile_settings
 from .ema import ModelEMA
 from .errors import NonFiniteLossError
 from .hooks import (
@@ -120,6 +123,7 @@ class Trainer:
         self.cfg = cfg
         self.device = dist.init_distributed(resolve_device(cfg.MODEL.DEVICE))
         self.amp_dtype = amp_dtype(cfg.SOLVER.AMP, self.device)
+        compile_with = compile_settings(cfg.MODEL)  # checked before the data loads
         self.scaler = torch.amp.GradScaler(self.device.type, enabled=self.amp_dtype == torch.float16)
         self.output_dir = Path(cfg.OUTPUT_DIR)
         set_seed(cfg.SEED + dist.get_rank())
@@ -140,6 +144,10 @@ class Trainer:
         self.optimizer = build_optimizer(self.bare_model, cfg.SOLVER)
         ema = cfg.MODEL.EMA
         self.ema = ModelEMA(self.bare_model, ema.DECAY, ema.WARMUP) if ema.ENABLED else None
+        if compile_with is not None:  # after the EMA's deep copy, which must copy eager modules
+            parts = compile_for_training(self.bare_model, *compile_with)
+            logger.info("MODEL.COMPILE=%s (backend %s): the training forward of %s is compiled at the first steps",
+                        *compile_with, ", ".join(parts))
         self.feed = TrainFeed(cfg, self.train_data.records)
         self.start_iter = 0
         self.max_iter = cfg.SOLVER.MAX_ITER
