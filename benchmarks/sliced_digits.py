@@ -76,10 +76,12 @@ def build_canvases(info: DatasetInfo, out: Path, grid: int, count: int) -> Path:
     return path
 
 
-def slice_overrides(tile: int, overlap: float, full_image: bool, match_thresh: float) -> list[str]:
+def slice_overrides(tile: int, overlap: float, full_image: bool, match_thresh: float,
+                    merge: str = "pieces") -> list[str]:
     """The TEST.SLICE keys of one sliced variant."""
     return ["TEST.SLICE.ENABLED=True", f"TEST.SLICE.SIZE=[{tile},{tile}]", f"TEST.SLICE.OVERLAP={overlap}",
-            f"TEST.SLICE.FULL_IMAGE={full_image}", f"TEST.SLICE.MATCH_THRESH={match_thresh}"]
+            f"TEST.SLICE.FULL_IMAGE={full_image}", f"TEST.SLICE.MATCH_THRESH={match_thresh}",
+            f"TEST.SLICE.MERGE={merge}"]
 
 
 def scores(summary: dict[str, float]) -> str:
@@ -88,10 +90,12 @@ def scores(summary: dict[str, float]) -> str:
 
 def run_variants(config: str, model: torch.nn.Module, out: Path, args: argparse.Namespace) -> None:
     """AP and model seconds per image of the whole canvas and of the sliced variants, through od2 eval's path."""
-    tiles = f"tiles {args.tile}x{args.tile}, overlap {args.overlap}"
+    tiles = f"tiles {args.tile}x{args.tile}, overlap {args.overlap}, merge {args.merge}"
     variants = {"whole canvas at the test size": [],
-                f"{tiles}, + full image": slice_overrides(args.tile, args.overlap, True, args.match_thresh),
-                f"{tiles}, tiles only": slice_overrides(args.tile, args.overlap, False, args.match_thresh)}
+                f"{tiles}, + full image": slice_overrides(args.tile, args.overlap, True, args.match_thresh,
+                                                          args.merge),
+                f"{tiles}, tiles only": slice_overrides(args.tile, args.overlap, False, args.match_thresh,
+                                                        args.merge)}
     for name, overrides in variants.items():
         cfg = load_config(config, [f"DATASETS.TEST=[{DATASET}]", "DATALOADER.NUM_WORKERS=0", *overrides])
         start = time.perf_counter()
@@ -160,7 +164,7 @@ def run_sahi(config: str, model: torch.nn.Module, info: DatasetInfo, out: Path, 
           f"{args.tile}x{args.tile}, overlap {args.overlap}", flush=True)
     for full_image in (True, False):
         od2_sliced = Detector(model, load_config(config, slice_overrides(args.tile, args.overlap, full_image,
-                                                                         args.match_thresh)),
+                                                                         args.match_thresh, args.merge)),
                               info.class_names, info.category_ids, "cpu")
 
         def sahi_predict(image: np.ndarray, full_image: bool = full_image) -> Any:
@@ -201,6 +205,7 @@ def main() -> None:
     parser.add_argument("--tile", type=int, default=256, help="tile side in canvas pixels (TEST.SLICE.SIZE)")
     parser.add_argument("--overlap", type=float, default=0.2, help="TEST.SLICE.OVERLAP")
     parser.add_argument("--match-thresh", type=float, default=0.5, help="TEST.SLICE.MATCH_THRESH (IoS)")
+    parser.add_argument("--merge", choices=["pieces", "nms"], default="pieces", help="TEST.SLICE.MERGE")
     parser.add_argument("--datasets-root", help="where digits/ is (generated if absent); default od2's datasets root")
     parser.add_argument("--out", default="output/sliced_digits")
     parser.add_argument("--sahi", action="store_true", help="also compare with sahi's get_sliced_prediction")

@@ -150,7 +150,7 @@ DEFAULTS: dict[str, Any] = {
         # overlapping by OVERLAP of a tile, each resized as a test image, plus the whole image with FULL_IMAGE,
         # merged by greedy merging on intersection over the smaller box above MATCH_THRESH.
         "SLICE": {"ENABLED": False, "SIZE": [512, 512], "OVERLAP": 0.2, "FULL_IMAGE": True, "MATCH_THRESH": 0.5,
-                  "MERGE": "pieces"},  # pieces: join the pieces of objects cut by a tile edge, NMS the rest; nms
+                  "MERGE": "nms"},  # nms: class-wise NMS of all tiles' detections; pieces: join cut pieces first
     },
     # experiment trackers beside TensorBoard (optional extras: pip install 'od2[mlflow]' / 'od2[wandb]')
     "TRACKERS": [],  # any of mlflow, wandb
