@@ -211,13 +211,6 @@ class Detector:
             results = [result.above(score_thresh) for result in results]
         return results[0] if single else results
 
-    def to(self, device: torch.device | str) -> Detector:
-        """Move the model to ``device``; returns self."""
-        self.device = torch.device(device)
-        self.pipeline.model.to(self.device)
-        self.pipeline.device = self.device
-        return self
-
     def info(self) -> dict[str, Any]:
         """What a log or a web page shows about the detector: classes, test sizes, the test-time mode."""
         cfg = self.cfg

@@ -8,6 +8,7 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
+from torchvision.ops import box_convert
 
 from od2.utils.visualize import draw_detections
 
@@ -59,9 +60,14 @@ class Detections:
         return Detections(self.boxes[keep], self.scores[keep], self.labels[keep], self.class_names,
                           self.category_ids, self.image_size, self.image)
 
+    @property
+    def boxes_xywh(self) -> torch.Tensor:
+        """float32 [N, 4]: the boxes as (x, y, width, height), COCO's convention."""
+        return box_convert(self.boxes, "xyxy", "xywh")
+
     def to_coco(self, image_id: int) -> list[dict]:
         """COCO results entries: ``image_id``, ``category_id``, ``bbox`` XYWH (3 decimals), ``score`` (5 decimals)."""
-        xywh = torch.cat([self.boxes[:, :2], self.boxes[:, 2:] - self.boxes[:, :2]], dim=1).tolist()
+        xywh = self.boxes_xywh.tolist()
         return [{"image_id": image_id, "category_id": self.category_ids[label], "bbox": [round(v, 3) for v in box],
                  "score": round(score, 5)}
                 for box, score, label in zip(xywh, self.scores.tolist(), self.labels.tolist())]

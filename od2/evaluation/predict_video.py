@@ -59,7 +59,7 @@ def frame_record(index: int, seconds: float, result: Detections) -> dict:
     """One JSON line: ``frame`` (index in the source), ``time`` (s), ``detections``: ``bbox`` XYWH in the
     frame's pixels (COCO's convention, as detections.json; 5 decimals), ``score`` (6 decimals), ``label``
     (0..K-1) and ``name``."""
-    xywh = torch.cat([result.boxes[:, :2], result.boxes[:, 2:] - result.boxes[:, :2]], dim=1).tolist()
+    xywh = result.boxes_xywh.tolist()
     return {"frame": index, "time": round(seconds, 6), "detections": [
         {"bbox": [round(v, 5) for v in box], "score": round(score, 6), "label": label, "name": name}
         for box, score, label, name in zip(xywh, result.scores.tolist(), result.labels.tolist(), result.names)]}
