@@ -16,7 +16,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from od2.evaluation.coco_evaluator import STAT_NAMES
-from od2.tools.sweep_stats import MeanInterval, PairedDifference, mean_interval, paired_difference
+from od2.tools.sweep_stats import (
+    MAX_PLANNED_SEEDS,
+    MeanInterval,
+    PairedDifference,
+    mean_interval,
+    paired_difference,
+    seeds_for_power,
+)
 from od2.utils.atomic_write import atomic_write
 from od2.utils.cfg_node import ConfigError
 
@@ -28,6 +35,7 @@ SPEED = "s_per_img"
 _AP_COLUMNS = STAT_NAMES[:6]
 _AR_COLUMNS = STAT_NAMES[6:]
 _MAX_ERROR_CHARS = 160
+PLANNING_POWER = 0.8  # the seeds a sweep would need are planned for this power, the usual convention
 
 
 def is_sweep_folder(folder: str | os.PathLike) -> bool:
@@ -134,9 +142,24 @@ def _interval_record(interval: MeanInterval, values: dict[int, float] | None = N
 
 
 def _paired_record(paired: PairedDifference) -> dict:
+    """The paired difference's numbers, with ``seeds_for_power``: the paired seeds at which a difference of the
+    observed mean and spread would be resolved with probability PLANNING_POWER (None: undefined with fewer than 2
+    seeds, or more than MAX_PLANNED_SEEDS)."""
+    interval = paired.interval
+    planned = None
+    if interval.defined:
+        planned = seeds_for_power(interval.mean, interval.sd, interval.confidence, PLANNING_POWER)
     return dict(seeds=list(paired.seeds), differences=list(paired.differences),
-                **_interval_record(paired.interval), p_value=paired.p_value, signs=paired.signs,
-                verdict=paired.verdict)
+                **_interval_record(interval), p_value=paired.p_value, signs=paired.signs,
+                verdict=paired.verdict, seeds_for_power=planned)
+
+
+def _planned_cell(record: dict) -> str:
+    if record["low"] is None:
+        return "-"
+    if record["seeds_for_power"] is None:
+        return f"> {MAX_PLANNED_SEEDS}"
+    return str(record["seeds_for_power"])
 
 
 def sweep_numbers(results: SweepResults, metric: str = "AP", confidence: float = 0.95,
@@ -220,9 +243,14 @@ def sweep_markdown(numbers: dict, png_name: str | None = "report.png") -> str:
         p_value = "-" if p["p_value"] is None else f"{p['p_value']:.3g}"
         mean = "-" if p["mean"] is None else f"{p['mean']:+.3f}"
         rows.append([arm, " ".join(map(str, p["seeds"])) or "none", mean, _interval_cell(p), p_value,
-                     p["signs"] or "-", p["verdict"]])
-    lines += _table(["arm", "paired seeds", f"Δ {metric}", f"{level} interval", "p", "sign per seed", "verdict"],
-                    rows) if rows else ["Only the reference arm: nothing to compare."]
+                     p["signs"] or "-", p["verdict"], _planned_cell(p)])
+    power = f"{PLANNING_POWER:.0%}"
+    lines += _table(["arm", "paired seeds", f"Δ {metric}", f"{level} interval", "p", "sign per seed", "verdict",
+                     f"seeds for {power} power"], rows) if rows else ["Only the reference arm: nothing to compare."]
+    if rows:
+        lines += ["", f"Seeds for {power} power: the paired seeds at which a difference of this mean and per-seed "
+                  f"spread would be resolved {power} of the time (the paired t test's sample-size rule); the spread "
+                  f"is estimated from the seeds done, so read it as an order of magnitude."]
     if numbers["not_done"]:
         lines += ["", "## Runs not done", ""]
         lines += _table(["arm", "seed", "run folder", "status", "why"],

@@ -16,11 +16,13 @@ import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
-__all__ = ["MeanInterval", "PairedDifference", "mean_interval", "paired_difference", "t_quantile", "t_two_sided_p"]
+__all__ = ["MeanInterval", "PairedDifference", "mean_interval", "paired_difference", "seeds_for_power", "t_quantile",
+           "t_two_sided_p"]
 
 # Differences of COCO numbers carry float rounding of ~1e-16; a spread below this is no spread at all.
 _ZERO_SPREAD = 1e-12
 _BISECTION_STEPS = 200  # halvings of [0, pi/2]: far past double precision
+MAX_PLANNED_SEEDS = 1000  # seeds_for_power looks no further
 
 
 def _two_sided_mass(theta: float, df: int) -> float:
@@ -155,3 +157,35 @@ def paired_difference(arm: Mapping[int, float], reference: Mapping[int, float],
         elif interval.mean != 0:  # every seed moved by the same nonzero amount: |t| is infinite
             p_value = 0.0
     return PairedDifference(seeds, differences, interval, p_value)
+
+
+def seeds_for_power(mean: float, sd: float, confidence: float = 0.95, power: float = 0.8,
+                    max_seeds: int = MAX_PLANNED_SEEDS) -> int | None:
+    """Paired seeds a sweep needs for its ``confidence`` interval of a difference to exclude 0 with probability
+    ``power``, if the true mean difference is ``mean`` and the per-seed spread ``sd`` (the sample-size rule of a
+    paired t test): the smallest n >= 2 with (t*_{n-1} + t_{power, n-1}) * sd / sqrt(n) <= |mean|, where t* is the
+    two-sided ``confidence`` quantile and t_{power} the one-sided ``power`` quantile of Student's t with n - 1
+    degrees of freedom. This approximates the noncentral t power (``scipy.stats.nct``) to within a seed.
+
+    Returns None when no number of seeds up to ``max_seeds`` does (a mean of 0 never does); 2 when ``sd`` is 0
+    and the mean is not.
+    """
+    if not 0.0 < power < 1.0:
+        raise ValueError(f"power must lie strictly between 0 and 1, got {power}")
+    if sd < 0:
+        raise ValueError(f"sd must be >= 0, got {sd}")
+    if mean == 0:
+        return None
+    if sd == 0:
+        return 2
+
+    def resolves(n: int) -> bool:  # the needed difference falls as n grows, so n is found by bisection
+        return (t_quantile(confidence, n - 1) + t_quantile(2 * power - 1, n - 1)) * sd / math.sqrt(n) <= abs(mean)
+
+    if not resolves(max_seeds):
+        return None
+    low, high = 1, max_seeds  # resolves(high) holds; low is below every n that does
+    while high - low > 1:
+        middle = (low + high) // 2
+        low, high = (low, middle) if resolves(middle) else (middle, high)
+    return high

@@ -14,6 +14,7 @@ from test_report import make_run
 from od2.cli import main
 from od2.evaluation.coco_evaluator import STAT_NAMES
 from od2.tools.sweep_report import is_sweep_folder, read_sweep
+from od2.tools.sweep_stats import seeds_for_power
 
 SEEDS = (1, 2, 3)
 # made-up AP per arm and seed; the other COCO numbers are AP plus a fixed offset per metric
@@ -62,12 +63,13 @@ def test_sweep_report_prints_tables_and_writes_json_and_png(tmp_path, capsys):
     assert "| stitch | 1 | 0.440 ± n/a |" in written and "nan" not in written
     # paired differences on the seeds both have: giou seeds 1 2 (3 failed), cosine 1 2 3, stitch 2 only
     assert "| giou | 1 2 | +0.030 | [+0.030, +0.030] (width 0: every seed gave the same difference) | 0 | + + |" \
-           " better |" in written
+           " better | 2 |" in written
     test = stats.ttest_rel([0.380, 0.405, 0.395], [0.400, 0.420, 0.410])
     low, high = test.confidence_interval(0.95)
+    planned = seeds_for_power(-0.05 / 3, np.std([-0.02, -0.015, -0.015], ddof=1))
     assert (f"| cosine | 1 2 3 | -0.017 | [{low:+.3f}, {high:+.3f}] | {test.pvalue:.3g} | - - - |"
-            f" {'worse' if high < 0 else 'not resolved'} |") in written
-    assert "| stitch | 2 | +0.020 | undefined: 1 paired seed | - | + | not resolved |" in written
+            f" {'worse' if high < 0 else 'not resolved'} | {planned} |") in written
+    assert "| stitch | 2 | +0.020 | undefined: 1 paired seed | - | + | not resolved | - |" in written
     # runs not done are listed with their reason
     assert "| giou | 3 | `giou/seed3` | failed | RuntimeError: loss is NaN |" in written
     assert "| stitch | 1 | `stitch/seed1` | done | no eval/coco_summary.json |" in written
@@ -85,7 +87,9 @@ def test_sweep_report_prints_tables_and_writes_json_and_png(tmp_path, capsys):
     paired = numbers["paired"]["cosine"]
     assert paired["p_value"] == pytest.approx(test.pvalue) and paired["signs"] == "- - -"
     assert (paired["low"], paired["high"]) == pytest.approx((low, high))
+    assert paired["seeds_for_power"] == planned and 2 < planned < 20
     assert numbers["paired"]["stitch"]["low"] is None and "undefined" in numbers["paired"]["stitch"]["note"]
+    assert numbers["paired"]["stitch"]["seeds_for_power"] is None
     assert {(r["arm"], r["seed"], r["status"]) for r in numbers["not_done"]} == {
         ("giou", 3, "failed"), ("stitch", 1, "done"), ("stitch", 3, "pending")}
 

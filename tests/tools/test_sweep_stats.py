@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from scipy import stats
 
-from od2.tools.sweep_stats import mean_interval, paired_difference, t_quantile, t_two_sided_p
+from od2.tools.sweep_stats import mean_interval, paired_difference, seeds_for_power, t_quantile, t_two_sided_p
 
 
 @pytest.mark.parametrize("confidence", [0.5, 0.9, 0.95, 0.99, 0.999])
@@ -99,3 +99,31 @@ def test_verdict_follows_the_interval():
     reference = {1: 0.40, 2: 0.41, 3: 0.42}
     assert paired_difference({1: 0.45, 2: 0.455, 3: 0.47}, reference).verdict == "better"
     assert paired_difference({1: 0.35, 2: 0.355, 3: 0.37}, reference).verdict == "worse"
+
+
+def _exact_paired_power(n: int, effect: float, confidence: float) -> float:
+    """Power of the two-sided paired t test with n pairs at standardised effect mean/sd (noncentral t)."""
+    critical = stats.t.ppf((1 + confidence) / 2, n - 1)
+    noncentrality = effect * math.sqrt(n)
+    return stats.nct.sf(critical, n - 1, noncentrality) + stats.nct.cdf(-critical, n - 1, noncentrality)
+
+
+@pytest.mark.parametrize("confidence", [0.9, 0.95])
+@pytest.mark.parametrize("effect", [0.3, 0.5, 0.8, 1.0, 1.5, 2.5])
+def test_seeds_for_power_is_within_a_seed_of_the_noncentral_t_answer(effect, confidence):
+    exact = next(n for n in range(2, 500) if _exact_paired_power(n, effect, confidence) >= 0.8)
+    planned = seeds_for_power(effect * 0.02, 0.02, confidence, power=0.8)
+    assert abs(planned - exact) <= 1
+    assert _exact_paired_power(planned, effect, confidence) > 0.7
+    assert seeds_for_power(-effect * 0.02, 0.02, confidence) == planned  # the sign does not matter
+
+
+def test_seeds_for_power_grows_with_the_spread_and_has_limits():
+    assert seeds_for_power(0.02, 0.01) < seeds_for_power(0.02, 0.02) < seeds_for_power(0.02, 0.04)
+    assert seeds_for_power(0.02, 0.0) == 2  # no spread: any two seeds resolve it
+    assert seeds_for_power(0.0, 0.02) is None  # no difference: no number of seeds resolves it
+    assert seeds_for_power(0.0001, 0.05, max_seeds=50) is None
+    with pytest.raises(ValueError):
+        seeds_for_power(0.02, 0.01, power=1.0)
+    with pytest.raises(ValueError):
+        seeds_for_power(0.02, -0.01)
