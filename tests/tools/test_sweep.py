@@ -157,6 +157,8 @@ def test_dry_run_names_each_estimate_source(tmp_path, tiny_config):
     # 200 iterations at 0.5 s, 200 at 0.25 s, 60 + 100 at 2 s: 470 s
     assert "total: 560 iterations to train of 600; estimated 7.8 min" in text
     assert "GPU" not in text  # the spec gives no gpus_per_run
+    assert "--jobs" not in text
+    assert "with --jobs 2: about 3.9 min of wall time" in dry_run(spec, log=lambda line: None, jobs=2)
 
 
 @pytest.mark.slow  # trains 3 iterations in a fresh process

@@ -76,7 +76,7 @@ def run_sweep_command(args: argparse.Namespace) -> int:
         dataclasses.replace(arm, gpus_per_run=args.gpus_per_run) for arm in spec.arms)
     spec = dataclasses.replace(spec, slurm=slurm, arms=arms, executor=args.executor or spec.executor)
     if args.dry_run or args.measure:
-        print(dry_run(spec, args.measure))
+        print(dry_run(spec, args.measure, jobs=args.jobs if spec.executor == "local" else 1))
         return 0
     return run_sweep(spec, SweepOptions(executor=spec.executor, jobs=args.jobs, skip_failed=args.skip_failed,
                                         cluster=args.slurm_cluster))

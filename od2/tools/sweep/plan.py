@@ -23,10 +23,11 @@ def format_duration(seconds: float) -> str:
 
 
 def format_plan(spec: SweepSpec, runs: list[PlannedRun], states: dict[str, RunState],
-                times: dict[str, StepTime | None], previous_status: dict[str, str]) -> str:
+                times: dict[str, StepTime | None], previous_status: dict[str, str], jobs: int = 1) -> str:
     """The dry-run text. ``states``/``previous_status``: per run ``relative_dir``, its folder's state and the status
     sweep.json gave it (``failed`` shows). When the spec gives ``gpus_per_run``, GPU-hours count that many GPUs
-    for each run's estimated time."""
+    for each run's estimated time. ``jobs`` > 1 (local runs at once) adds the wall time of the total spread over
+    that many runs at once."""
     gpus = any(arm.gpus_per_run for arm in spec.arms)
     name_width = max(len("arm"), *(len(arm.name) for arm in spec.arms))
     header = (f"{'arm':<{name_width}}  {'seed':>6}  {'iters':>8}  {'state':<30}  {'s/iter':>7}  {'est. time':>10}"
@@ -58,6 +59,10 @@ def format_plan(spec: SweepSpec, runs: list[PlannedRun], states: dict[str, RunSt
                  f"{format_duration(total_seconds)} of training one run at a time"
                  + (f", {total_gpu_hours:.1f} GPU-hours" if gpus else "") + ", plus one evaluation per run"
                  + (f"; {unknown} runs have no step time" if unknown else ""))
+    if jobs > 1:
+        lines.append(f"with --jobs {jobs}: about {format_duration(total_seconds / jobs)} of wall time, if each run "
+                     f"keeps its step time with {jobs} at once (true of a step time measured in runs that ran "
+                     f"{jobs} at once; on a CPU machine, runs that shared its cores step slower than one alone)")
     lines.append("step time per arm:")
     for arm in spec.arms:
         step = times.get(arm.name)

@@ -72,11 +72,12 @@ def previous_statuses(spec: SweepSpec) -> dict[str, str]:
     return {entry["dir"]: entry["status"] for entry in (read_sweep_json(spec.output) or {}).get("runs", [])}
 
 
-def dry_run(spec: SweepSpec, measure: int = 0, log: Callable[[str], None] = print) -> str:
-    """The plan: runs, their state, iterations left and estimated time (docs/sweeps.md, "Dry run")."""
+def dry_run(spec: SweepSpec, measure: int = 0, log: Callable[[str], None] = print, jobs: int = 1) -> str:
+    """The plan: runs, their state, iterations left and estimated time (docs/sweeps.md, "Dry run"); ``jobs``: the
+    local runs at once the wall time is spread over."""
     runs = plan_runs(spec)
     states = {run.relative_dir: run_state(run.folder) for run in runs}
-    return format_plan(spec, runs, states, step_times(spec, runs, measure, log), previous_statuses(spec))
+    return format_plan(spec, runs, states, step_times(spec, runs, measure, log), previous_statuses(spec), jobs)
 
 
 def local_resources(jobs: int, num_workers: int) -> tuple[dict[str, str], tuple[str, ...]]:
