@@ -157,6 +157,8 @@ def _paired_record(paired: PairedDifference) -> dict:
 def _planned_cell(record: dict) -> str:
     if record["low"] is None:
         return "-"
+    if record["mean"] == 0:
+        return "never: Δ is 0"
     if record["seeds_for_power"] is None:
         return f"> {MAX_PLANNED_SEEDS}"
     return str(record["seeds_for_power"])

@@ -10,11 +10,11 @@ import pytest
 from PIL import Image
 from scipy import stats
 from test_report import make_run
+from test_sweep_stats import exact_seeds_for_power
 
 from od2.cli import main
 from od2.evaluation.coco_evaluator import STAT_NAMES
 from od2.tools.sweep_report import is_sweep_folder, read_sweep
-from od2.tools.sweep_stats import seeds_for_power
 
 SEEDS = (1, 2, 3)
 # made-up AP per arm and seed; the other COCO numbers are AP plus a fixed offset per metric
@@ -66,7 +66,10 @@ def test_sweep_report_prints_tables_and_writes_json_and_png(tmp_path, capsys):
            " better | 2 |" in written
     test = stats.ttest_rel([0.380, 0.405, 0.395], [0.400, 0.420, 0.410])
     low, high = test.confidence_interval(0.95)
-    planned = seeds_for_power(-0.05 / 3, np.std([-0.02, -0.015, -0.015], ddof=1))
+    differences = [-0.02, -0.015, -0.015]
+    exact = exact_seeds_for_power(np.mean(differences) / np.std(differences, ddof=1))  # scipy's noncentral t
+    planned = next(n for n in (exact - 1, exact, exact + 1)
+                   if f"| {'worse' if high < 0 else 'not resolved'} | {n} |" in written)
     assert (f"| cosine | 1 2 3 | -0.017 | [{low:+.3f}, {high:+.3f}] | {test.pvalue:.3g} | - - - |"
             f" {'worse' if high < 0 else 'not resolved'} | {planned} |") in written
     assert "| stitch | 2 | +0.020 | undefined: 1 paired seed | - | + | not resolved | - |" in written
@@ -156,3 +159,13 @@ def test_reference_chooses_the_arm_the_others_are_compared_with(tmp_path, capsys
     assert numbers["paired"]["base"]["p_value"] == pytest.approx(test.pvalue)
     assert main(["report", str(sweep), "--reference", "nope"]) == 2
     assert "--reference nope: no such arm" in capsys.readouterr().err
+
+
+def test_a_difference_of_zero_on_every_seed_is_never_resolved_by_more_seeds():
+    from od2.tools.sweep_report import _paired_record, _planned_cell
+    from od2.tools.sweep_stats import paired_difference
+
+    record = _paired_record(paired_difference({1: 0.4, 2: 0.5}, {1: 0.4, 2: 0.5}))
+    assert record["seeds_for_power"] is None and _planned_cell(record) == "never: Δ is 0"
+    small = _paired_record(paired_difference({1: 0.401, 2: 0.4991, 3: 0.45}, {1: 0.4, 2: 0.5, 3: 0.45}))
+    assert small["seeds_for_power"] is None and _planned_cell(small) == "> 1000"  # Δ 0.00003 against sd 0.001

@@ -101,20 +101,25 @@ def test_verdict_follows_the_interval():
     assert paired_difference({1: 0.35, 2: 0.355, 3: 0.37}, reference).verdict == "worse"
 
 
-def _exact_paired_power(n: int, effect: float, confidence: float) -> float:
+def exact_paired_power(n: int, effect: float, confidence: float) -> float:
     """Power of the two-sided paired t test with n pairs at standardised effect mean/sd (noncentral t)."""
     critical = stats.t.ppf((1 + confidence) / 2, n - 1)
     noncentrality = effect * math.sqrt(n)
     return stats.nct.sf(critical, n - 1, noncentrality) + stats.nct.cdf(-critical, n - 1, noncentrality)
 
 
+def exact_seeds_for_power(effect: float, confidence: float = 0.95, power: float = 0.8) -> int:
+    """The smallest number of pairs whose exact (noncentral t) power reaches ``power``."""
+    return next(n for n in range(2, 1000) if exact_paired_power(n, abs(effect), confidence) >= power)
+
+
 @pytest.mark.parametrize("confidence", [0.9, 0.95])
 @pytest.mark.parametrize("effect", [0.3, 0.5, 0.8, 1.0, 1.5, 2.5])
 def test_seeds_for_power_is_within_a_seed_of_the_noncentral_t_answer(effect, confidence):
-    exact = next(n for n in range(2, 500) if _exact_paired_power(n, effect, confidence) >= 0.8)
+    exact = exact_seeds_for_power(effect, confidence)
     planned = seeds_for_power(effect * 0.02, 0.02, confidence, power=0.8)
     assert abs(planned - exact) <= 1
-    assert _exact_paired_power(planned, effect, confidence) > 0.7
+    assert exact_paired_power(planned, effect, confidence) > 0.7
     assert seeds_for_power(-effect * 0.02, 0.02, confidence) == planned  # the sign does not matter
 
 
